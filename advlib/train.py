@@ -1,0 +1,120 @@
+"""A plain, readable training loop with progress bars and held-out accuracy."""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+__all__ = ["fit", "predict", "accuracy", "require_eval", "random_shift", "random_crop_flip"]
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Predicted labels of ``x`` in batches, on the model's device."""
+    dev = next(model.parameters()).device
+    return torch.cat([model(x[i:i + batch_size].to(dev)).argmax(1) for i in range(0, len(x), batch_size)])
+
+
+def accuracy(model: nn.Module, x, y: torch.Tensor | None = None, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of ``model`` on inputs ``x`` and labels ``y`` (or on a dataset of ``(x, y)``)."""
+    if y is None:
+        x, y = x[:]
+    if len(x) == 0:
+        raise ValueError("accuracy of an empty set is undefined")
+    return (predict(model, x, batch_size).cpu() == y.cpu()).float().mean().item()
+
+
+def require_eval(model: nn.Module, who: str = "this function") -> None:
+    """Warn and switch a model to eval mode: dropout and batch-norm statistics must not change
+    while we attack or certify it."""
+    if model.training:
+        warnings.warn(f"{who} got a model in train mode; switching it to eval mode (call model.eval() "
+                      "yourself to silence this).", stacklevel=3)
+        model.eval()
+
+
+def fit(model: nn.Module, train, test=None, *, epochs: int, lr: float = 1e-3, batch_size: int = 128,
+        weight_decay: float = 0.0, optimizer: str = "adam", schedule: str = "cosine",
+        perturb: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        seed: int | None = 0, device=None, progress: bool = True) -> dict[str, list[float]]:
+    """Train ``model`` with cross-entropy on ``train`` (a dataset of ``(x, y)`` tensors).
+
+    Each epoch shuffles with a generator seeded by ``seed``, takes mini-batches, and optionally
+    replaces each batch by ``perturb(model, x, y)`` (e.g. Gaussian noise, or a PGD attack for
+    adversarial training). Returns the history: training loss and accuracy per epoch, and
+    held-out accuracy on ``test`` when given. The model ends in eval mode.
+    """
+    if epochs < 1 or batch_size < 1 or lr <= 0:
+        raise ValueError(f"need epochs >= 1, batch_size >= 1 and lr > 0; got {epochs}, {batch_size}, {lr}")
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(dev)
+    x_all, y_all = train[:]
+    x_all, y_all = x_all.to(dev), y_all.to(dev)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    elif optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
+    else:
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    steps_per_epoch = -(-len(x_all) // batch_size)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
+             if schedule == "cosine" else None)
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    if seed is not None:
+        torch.manual_seed(seed)
+    history: dict[str, list[float]] = {"loss": [], "train_acc": [], "test_acc": []}
+    bar = tqdm(range(epochs), desc="training", disable=not progress, leave=False)
+    for _ in bar:
+        model.train()
+        order = torch.randperm(len(x_all), generator=gen).to(dev)
+        total_loss, correct = 0.0, 0
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            x, y = x_all[idx], y_all[idx]
+            if perturb is not None:
+                x = perturb(model, x, y)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            total_loss += loss.item() * len(idx)
+            correct += (logits.argmax(1) == y).sum().item()
+        model.eval()
+        history["loss"].append(total_loss / len(x_all))
+        history["train_acc"].append(correct / len(x_all))
+        postfix = {"loss": f"{history['loss'][-1]:.3f}", "train": f"{history['train_acc'][-1]:.3f}"}
+        if test is not None:
+            history["test_acc"].append(accuracy(model, *test[:]))
+            postfix["test"] = f"{history['test_acc'][-1]:.3f}"
+        bar.set_postfix(postfix)
+    model.eval()
+    return history
+
+
+
+def random_shift(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pad: int = 1) -> torch.Tensor:
+    """Shift every image by up to ``pad`` pixels in each direction (zero fill): a random crop of
+    the zero-padded image, as a ``perturb`` hook of :func:`fit`."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    i = torch.randint(0, 2 * pad + 1, (n,), device=x.device)
+    j = torch.randint(0, 2 * pad + 1, (n,), device=x.device)
+    rows = (i[:, None] + torch.arange(h, device=x.device))[:, :, None]  # n x h x 1
+    cols = (j[:, None] + torch.arange(w, device=x.device))[:, None, :]  # n x 1 x w
+    return padded[torch.arange(n, device=x.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+
+
+def random_crop_flip(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The standard CIFAR augmentation as a ``perturb`` hook: shifts of up to 4 pixels and a
+    horizontal flip with probability 1/2 per image."""
+    out = random_shift(model, x, y, pad=4)
+    flip = torch.rand(len(x), device=x.device) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(3), out)

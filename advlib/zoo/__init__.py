@@ -1,0 +1,188 @@
+"""The model zoo: named, versioned checkpoints that this project trains with its own command.
+
+``advlib.zoo.load("digits-cnn")`` returns the model in eval mode on :func:`advlib.device`.
+Default-profile entries ship inside the package as safetensors (with their SHA-256 and test
+accuracy in ``weights/manifest.json``); full-profile entries are trained on first use and cached.
+Retrain any entry with ``python -m advlib.zoo train NAME`` (seeded, reproducible). Loading never
+unpickles: a ``.pt`` / ``.pkl`` file can run arbitrary code when it is loaded, a safetensors file
+holds nothing but tensors and text.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .. import data as _data
+from ..models import build
+from ..runtime import device as _default_device, seed_everything
+from ..train import accuracy, fit, random_crop_flip, random_shift
+
+__all__ = ["Entry", "ENTRIES", "load", "train", "save", "entries", "weights_dir", "cache_dir", "manifest"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A zoo entry: the architecture, the data, and the whole training recipe."""
+
+    name: str
+    version: int
+    dataset: str
+    arch: str
+    arch_kwargs: dict = field(default_factory=dict)
+    epochs: int = 30
+    lr: float = 1e-3
+    batch_size: int = 64
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    augment: str = ""  # "", "shift" (1-pixel shifts) or "crop-flip" (CIFAR)
+    seed: int = 0
+    shipped: bool = False
+    description: str = ""
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}-v{self.version}.safetensors"
+
+    def recipe(self) -> dict:
+        d = asdict(self)
+        for k in ("name", "version", "shipped", "description"):
+            d.pop(k)
+        return d
+
+
+ENTRIES: dict[str, Entry] = {e.name: e for e in [
+    Entry("digits-mlp", 1, "digits", "mlp", {"in_shape": (1, 8, 8), "hidden": (100, 100)},
+          epochs=40, lr=2e-3, batch_size=64, weight_decay=1e-4, shipped=True,
+          description="MLP 64-100-100-10 (ReLU) on the 8x8 digits"),
+    Entry("digits-cnn", 1, "digits", "cnn", {"in_shape": (1, 8, 8), "channels": (16, 32), "strides": (1, 2)},
+          epochs=60, lr=2e-3, batch_size=64, weight_decay=1e-4, augment="shift", shipped=True,
+          description="2 conv + 2 dense layers (ReLU) on the 8x8 digits, trained with 1-pixel shifts"),
+    Entry("mnist-mlp", 1, "mnist", "mlp", {"in_shape": (1, 28, 28), "hidden": (256, 256)},
+          epochs=10, lr=1e-3, batch_size=128, description="MLP 784-256-256-10 on MNIST"),
+    Entry("mnist-cnn", 1, "mnist", "cnn", {"in_shape": (1, 28, 28), "channels": (16, 32), "strides": (2, 2)},
+          epochs=10, lr=1e-3, batch_size=128, description="the 'small' certified-training CNN on MNIST"),
+    Entry("fashion-mnist-cnn", 1, "fashion-mnist", "cnn",
+          {"in_shape": (1, 28, 28), "channels": (16, 32), "strides": (2, 2)},
+          epochs=15, lr=1e-3, batch_size=128, description="the same small CNN on Fashion-MNIST"),
+    Entry("cifar10-resnet", 1, "cifar10", "resnet", {"in_shape": (3, 32, 32), "blocks_per_stage": 3},
+          epochs=40, lr=0.1, batch_size=128, weight_decay=5e-4, optimizer="sgd", augment="crop-flip",
+          description="ResNet-20 on CIFAR-10 (random crops and flips)"),
+]}
+
+
+_AUGMENT = {"": None, "shift": random_shift, "crop-flip": random_crop_flip}
+
+
+def entries() -> list[Entry]:
+    return list(ENTRIES.values())
+
+
+def weights_dir() -> Path:
+    """Where the shipped checkpoints and their manifest live (inside the package)."""
+    return Path(__file__).resolve().parent / "weights"
+
+
+def cache_dir() -> Path:
+    """Where on-demand entries are cached: ``$ADVLIB_ZOO``, else ``zoo/`` in the data cache."""
+    env = os.environ.get("ADVLIB_ZOO")
+    return Path(env).expanduser() if env else _data.cache_dir() / "zoo"
+
+
+def manifest() -> dict:
+    """Name -> version, file, SHA-256, test accuracy, ... of every shipped checkpoint."""
+    path = weights_dir() / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _entry(name: str) -> Entry:
+    if name not in ENTRIES:
+        raise ValueError(f"unknown zoo entry {name!r}; known: {', '.join(ENTRIES)} "
+                         "(python -m advlib.zoo list shows them)")
+    return ENTRIES[name]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def train(name: str, *, device=None, progress: bool = True) -> tuple[nn.Module, float]:
+    """Train a zoo entry from scratch with its recipe; returns the model (eval mode) and its
+    held-out accuracy. Seeded: the same machine and library versions give the same weights."""
+    e = _entry(name)
+    dev = torch.device(device) if device is not None else _default_device()
+    seed_everything(e.seed)
+    tr, te = _data.load(e.dataset, "train"), _data.load(e.dataset, "test")
+    dims = [0] + list(range(2, tr.x.dim()))
+    model = build(e.arch, n_classes=tr.n_classes, mean=tr.x.mean(dims).tolist(),
+                  std=tr.x.std(dims).tolist(), **e.arch_kwargs).to(dev)
+    fit(model, tr, te, epochs=e.epochs, lr=e.lr, batch_size=e.batch_size, weight_decay=e.weight_decay,
+        optimizer=e.optimizer, perturb=_AUGMENT[e.augment], seed=e.seed,
+        device=dev, progress=progress)
+    return model, accuracy(model, te.x, te.y)
+
+
+def save(model: nn.Module, name: str, path: Path, test_accuracy: float) -> dict:
+    """Write ``model`` as safetensors with its recipe in the metadata; returns the manifest record."""
+    e = _entry(name)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"name": e.name, "version": str(e.version), "arch": e.arch,
+            "arch_kwargs": json.dumps(e.arch_kwargs), "recipe": json.dumps(e.recipe()),
+            "test_accuracy": f"{test_accuracy:.4f}", "torch": torch.__version__}
+    save_file(state, str(path), metadata=meta)
+    return {"version": e.version, "file": path.name, "sha256": sha256(path),
+            "test_accuracy": round(test_accuracy, 4),
+            "parameters": sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k),
+            "bytes": path.stat().st_size, "torch": torch.__version__,
+            "trained": datetime.date.today().isoformat(), "recipe": e.recipe()}
+
+
+def _read(path: Path, e: Entry) -> nn.Module:
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("name") != e.name or meta.get("version") != str(e.version):
+        raise ValueError(f"{path} holds {meta.get('name')!r} v{meta.get('version')}, not {e.name!r} v{e.version}")
+    state = load_file(str(path))
+    n_classes = state[[k for k in state if k.endswith("weight")][-1]].shape[0]
+    mean, std = state["0.mean"].flatten().tolist(), state["0.std"].flatten().tolist()
+    model = build(meta["arch"], n_classes=n_classes, mean=mean, std=std, **json.loads(meta["arch_kwargs"]))
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def load(name: str, device=None, *, train_if_missing: bool = True, progress: bool = True) -> nn.Module:
+    """The zoo model ``name`` in eval mode on ``device`` (default :func:`advlib.device`).
+
+    Shipped entries load from the package, offline, after their SHA-256 is checked. Other entries
+    load from :func:`cache_dir`; when missing they are trained there first (which needs their
+    data set, so offline it fails with the data set's message).
+    """
+    e = _entry(name)
+    dev = torch.device(device) if device is not None else _default_device()
+    if e.shipped:
+        path, record = weights_dir() / e.filename, manifest().get(name)
+        if not path.exists() or record is None:
+            raise FileNotFoundError(f"the shipped checkpoint {path} (or its manifest record) is missing; "
+                                    f"reinstall advlib or rebuild it with: python -m advlib.zoo train {name}")
+        if sha256(path) != record["sha256"]:
+            raise ValueError(f"{path} does not match its SHA-256 in the manifest: the file is corrupted or "
+                             f"was replaced; rebuild it with: python -m advlib.zoo train {name}")
+    else:
+        path = cache_dir() / e.filename
+        if not path.exists():
+            if not train_if_missing:
+                raise FileNotFoundError(f"{name} is not cached at {path}; train it with: "
+                                        f"python -m advlib.zoo train {name}")
+            model, acc = train(name, device=dev, progress=progress)
+            save(model, name, path, acc)
+    return _read(path, e).to(dev).eval()
