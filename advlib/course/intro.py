@@ -1,0 +1,168 @@
+"""Checks and figures of lecture 00 (introduction)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .exercises import ExerciseError, attempt
+
+__all__ = ["check_lp_norms", "check_project_linf", "SCENARIOS", "check_threats", "threat_taxonomy"]
+
+
+def _probe_batches() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    dense = torch.randn(6, 1, 8, 8, generator=g)
+    sparse = dense * (torch.rand(6, 1, 8, 8, generator=g) < 0.1)
+    return [dense, sparse, torch.zeros(3, 1, 4, 4), torch.randn(2, 3, 5, 5, generator=g)]
+
+
+def check_lp_norms(lp_norm, *, strict: bool = False) -> None:
+    """``lp_norm(delta, p)`` must return the per-example Lp norm (a vector of length N) of a batch
+    ``delta`` (N x ...), for p in {inf, 2, 1, 0} (L0 counts the non-zero entries)."""
+
+    def check():
+        for delta in _probe_batches():
+            flat = delta.flatten(1)
+            for p in (math.inf, 2, 1, 0):
+                want = (flat != 0).sum(1).to(flat.dtype) if p == 0 else torch.linalg.vector_norm(flat, ord=p, dim=1)
+                got = lp_norm(delta.clone(), p)
+                if not isinstance(got, torch.Tensor) or got.shape != want.shape:
+                    raise ExerciseError(f"for p={p} and a batch of shape {tuple(delta.shape)} expected a tensor of "
+                                        f"shape {tuple(want.shape)} (one norm per example), got "
+                                        f"{getattr(got, 'shape', type(got).__name__)}. Hint: flatten all but dim 0.")
+                if not torch.allclose(got.to(want.dtype), want, rtol=1e-5, atol=1e-6):
+                    hint = {math.inf: "the largest absolute entry", 2: "square root of the sum of squares",
+                            1: "sum of absolute values", 0: "number of entries that are not exactly zero"}[p]
+                    raise ExerciseError(f"wrong L{p} norm: expected {want[:3].tolist()}..., got {got[:3].tolist()}... "
+                                        f"Hint: the L{p} norm is the {hint}, per example.")
+
+    attempt(check, title="Lp norms", strict=strict)
+
+
+def check_project_linf(project, *, strict: bool = False) -> None:
+    """``project(x_adv, x0, eps)`` must return the closest point to ``x_adv`` that lies both in the
+    L-infinity ball of radius ``eps`` around ``x0`` and in the valid image range [0, 1]."""
+
+    def check():
+        g = torch.Generator().manual_seed(2)
+        x0 = torch.rand(16, 1, 8, 8, generator=g)
+        x0[:4] = x0[:4].round()  # pixels exactly at 0 and 1, as in the digits
+        for eps in (0.0, 0.05, 0.3, 2.0):
+            x_adv = x0 + 0.8 * torch.randn(x0.shape, generator=g)
+            out = project(x_adv.clone(), x0.clone(), eps)
+            if not isinstance(out, torch.Tensor) or out.shape != x0.shape:
+                raise ExerciseError(f"expected a tensor of shape {tuple(x0.shape)}, got "
+                                    f"{getattr(out, 'shape', type(out).__name__)}")
+            if (out - x0).abs().max() > eps + 1e-6:
+                raise ExerciseError(f"for eps={eps} some pixel moved by {(out - x0).abs().max():.3f} > eps. "
+                                    "Hint: clamp x_adv - x0 to [-eps, eps].")
+            if out.min() < 0 or out.max() > 1:
+                raise ExerciseError("the result leaves the valid range [0, 1]. Hint: clamp the image too.")
+            want = torch.maximum(torch.minimum(x_adv, x0 + eps), x0 - eps).clamp(0, 1)
+            if not torch.allclose(out, want, atol=1e-6):
+                raise ExerciseError("the result is inside both sets but is not the *closest* such point to "
+                                    "x_adv. Hint: the intersection of two boxes is a box; clip each pixel.")
+            if not torch.allclose(project(out.clone(), x0.clone(), eps), out, atol=1e-6):
+                raise ExerciseError("projecting twice should change nothing (a projection is idempotent)")
+
+    attempt(check, title="L-infinity projection", strict=strict)
+
+
+#: Scenarios of the threat-model quiz: which part of the pipeline the attacker reaches
+#: ("data", "model" or "inference") and, for evasion attacks, what they know
+#: ("white-box", "query" = black-box with queries, "transfer" = black-box through a surrogate).
+SCENARIOS = {
+    1: "A spam filter is retrained every week on mail that users report; spammers report their own "
+       "spam as 'not spam'.",
+    2: "Researchers with a copy of a car's traffic-sign detector print stickers that make a stop sign "
+       "read as 'speed limit 45'.",
+    3: "An attacker sends images to a cloud vision API that returns only the top label, and edits "
+       "an image a little at a time until the label flips.",
+    4: "A labelling contractor slips 50 stop-sign photos with a small yellow square, labelled "
+       "'speed limit', into your training set.",
+    5: "An attacker crafts adversarial images on their own model trained for the same task, then "
+       "submits them to your service, which they cannot query in advance.",
+    6: "An insider replaces the model file on the server with a pickled 'model' that runs code when "
+       "it is loaded.",
+}
+_REACH = {1: "data", 2: "inference", 3: "inference", 4: "data", 5: "inference", 6: "model"}
+_KNOWLEDGE = {2: "white-box", 3: "query", 5: "transfer"}
+_WHY = {1: "poisoning: the attacker only touches training data",
+        2: "evasion at test time with full knowledge of the model",
+        3: "evasion at test time seeing only outputs: a (hard-label) query attack",
+        4: "a backdoor planted through the training data",
+        5: "evasion by transfer: the attacker never queries the target before the attack",
+        6: "model injection: the deployed model itself is replaced (never unpickle untrusted files)"}
+
+
+def check_threats(reach: dict, knowledge: dict, *, strict: bool = False) -> None:
+    """``reach``: scenario -> "data" | "model" | "inference"; ``knowledge``: for the evasion
+    scenarios (2, 3, 5) -> "white-box" | "query" | "transfer"."""
+
+    def check():
+        if reach is None or knowledge is None:
+            raise NotImplementedError
+        wrong = [f"scenario {k}: reach is {v!r} ({_WHY[k]})" for k, v in _REACH.items() if reach.get(k) != v]
+        wrong += [f"scenario {k}: knowledge is {v!r} ({_WHY[k]})" for k, v in _KNOWLEDGE.items()
+                  if knowledge.get(k) != v]
+        if wrong:
+            raise ExerciseError(f"{len(wrong)} answer(s) to revisit:\n  " + "\n  ".join(wrong))
+
+    attempt(check, title="threat models", strict=strict)
+
+
+def threat_taxonomy():
+    """The lecture's 'holistic view' as a figure: attack types against the attacker's reach (data,
+    model / training, inference), and the taxonomy of evasion attacks by knowledge."""
+    import matplotlib.pyplot as plt
+
+    attacks = ["Poisoning", "Backdoor", "Evasion\n(adversarial example)", "Extraction\n(stealing, membership)",
+               "Model injection"]
+    reach = ["Data", "Model /\ntraining", "Inference"]
+    cells = {(0, 0): "X", (0, 1): "X*", (1, 0): "X", (2, 1): "X*", (2, 2): "X", (3, 2): "X", (4, 1): "X*",
+             (4, 2): "X"}
+    parts = {0: "Part 1", 1: "Parts 1, 4, 6", 2: "Parts 1, 2, 4, 5", 3: "—", 4: "this lecture\n(safe loading)"}
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1.25, 1]})
+    colours = ["#4c72b0", "#dd8452", "#55a868"]
+    for i, _ in enumerate(attacks):
+        for j, _ in enumerate(reach):
+            mark = cells.get((i, j))
+            ax.add_patch(plt.Rectangle((j, -i - 1), 1, 1, fc=colours[j] if mark else "#f2f2f2",
+                                       alpha=0.85 if mark else 1, ec="white", lw=2))
+            if mark:
+                ax.text(j + 0.5, -i - 0.5, mark, ha="center", va="center", color="white", fontsize=14,
+                        weight="bold")
+        ax.text(3.1, -i - 0.5, parts[i], va="center", fontsize=9, color="#555")
+    ax.text(3.1, 0.25, "in the course", fontsize=9, color="#555", weight="bold")
+    ax.set_xlim(0, 4.1)
+    ax.set_ylim(-len(attacks), 0)
+    ax.set_xticks([0.5, 1.5, 2.5], reach)
+    ax.xaxis.tick_top()
+    ax.set_yticks([-i - 0.5 for i in range(len(attacks))], attacks)
+    ax.tick_params(length=0)
+    for s in ax.spines.values():
+        s.set_visible(False)
+    ax.set_title("Attacker's reach (X* = model internals unknown in black-box settings)", fontsize=10, pad=28)
+
+    tree = [("Evasion attacks", 0, 3.0), ("White-box", 1, 4.6), ("Black-box", 1, 2.4), ("Grey-box", 1, 0.6),
+            ("standard", 2, 5.2), ("adaptive\n(defense-aware)", 2, 4.0), ("query: soft label", 2, 3.1),
+            ("query: hard label", 2, 2.2), ("transfer", 2, 1.3), ("everything\nin between", 2, 0.3)]
+    pos = {name: (x, y) for name, x, y in tree}
+    edges = [("Evasion attacks", c) for c in ("White-box", "Black-box", "Grey-box")] + \
+            [("White-box", "standard"), ("White-box", "adaptive\n(defense-aware)"),
+             ("Black-box", "query: soft label"), ("Black-box", "query: hard label"), ("Black-box", "transfer"),
+             ("Grey-box", "everything\nin between")]
+    for a, b in edges:
+        (x0, y0), (x1, y1) = pos[a], pos[b]
+        bx.plot([x0 + 0.35, x1 - 0.35], [y0, y1], color="#999", lw=1, zorder=1)
+    for name, x, y in tree:
+        colour = ["#333", "#4c72b0", "#8c8c8c"][x]
+        bx.text(x, y, name, ha="center", va="center", fontsize=9, color="white", zorder=2,
+                bbox=dict(boxstyle="round,pad=0.35", fc=colour, ec="none"))
+    bx.set_xlim(-0.5, 2.6)
+    bx.set_ylim(-0.3, 5.7)
+    bx.axis("off")
+    bx.set_title("Evasion attacks by what the attacker knows", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,10 @@
+"""Test-wide settings: the fast profile, no network, a non-interactive matplotlib.
+
+They are set before nbval starts any kernel, so the lecture notebooks inherit them too.
+"""
+import os
+
+os.environ.setdefault("ADVLIB_PROFILE", "fast")
+os.environ["ADVLIB_OFFLINE"] = "1"  # tests never download; the download path is tested on local files
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
