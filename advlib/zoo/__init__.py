@@ -23,7 +23,8 @@ from torch import nn
 
 from .. import data as _data
 from ..models import build
-from ..runtime import device as _default_device, seed_everything
+from ..runtime import device as _default_device
+from ..runtime import seed_everything
 from ..train import accuracy, fit, random_crop_flip, random_shift
 
 __all__ = ["Entry", "ENTRIES", "load", "train", "save", "entries", "weights_dir", "cache_dir", "manifest"]

@@ -57,7 +57,8 @@ def _check() -> None:
         acc = accuracy(load(name, "cpu"), te.x, te.y)
         ok = abs(acc - rec["test_accuracy"]) < 1e-4
         bad += not ok
-        print(f"{name}: sha256 ok, test accuracy {acc:.4f} (manifest {rec['test_accuracy']:.4f}) {'ok' if ok else 'MISMATCH'}")
+        verdict = "ok" if ok else "MISMATCH"
+        print(f"{name}: sha256 ok, test accuracy {acc:.4f} (manifest {rec['test_accuracy']:.4f}) {verdict}")
     sys.exit(1 if bad else 0)
 
 
