@@ -54,6 +54,14 @@ def fit(model: nn.Module, train, test=None, *, epochs: int, lr: float = 1e-3, ba
     model.to(dev)
     x_all, y_all = train[:]
     x_all, y_all = x_all.to(dev), y_all.to(dev)
+    if y_all.dtype != torch.long or y_all.dim() != 1 or len(y_all) != len(x_all):
+        raise ValueError(f"labels must be a 1-D int64 tensor with one label per input; got {y_all.dtype} "
+                         f"{tuple(y_all.shape)} for {len(x_all)} inputs")
+    with torch.no_grad():
+        n_out = model.eval()(x_all[:1]).shape[1]
+    if y_all.min() < 0 or y_all.max() >= n_out:
+        raise ValueError(f"labels must lie in 0..{n_out - 1} (the model has {n_out} outputs); "
+                         f"found {y_all.min().item()}..{y_all.max().item()}")
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer == "adam":
         opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)

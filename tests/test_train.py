@@ -53,6 +53,11 @@ def test_fit_rejects_nonsense(digits):
         fit(mlp(), digits[0], epochs=0)
     with pytest.raises(ValueError, match="optimizer"):
         fit(mlp(), digits[0], epochs=1, optimizer="lbfgs")
+    x, y = digits[0][:]
+    with pytest.raises(ValueError, match=r"labels must lie in 0\.\.4"):
+        fit(mlp(n_classes=5), torch.utils.data.TensorDataset(x, y), epochs=1)
+    with pytest.raises(ValueError, match="int64"):
+        fit(mlp(), torch.utils.data.TensorDataset(x, y.float()), epochs=1)
 
 
 def test_predict_and_accuracy_agree_across_batch_sizes(digits):
