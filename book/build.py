@@ -4,11 +4,12 @@
 
 1. vendors MathJax / require.js / the widget manager into book/_vendor (book/vendor.py; skipped
    when present; without npm the build falls back, see book/_ext/offline_assets.py);
-2. runs ``jupyter-book build book/ -W -n --keep-going --all``: a raising cell, a warning or a
+2. checks that the profile's data sets can be had (else fails at once with what to fetch);
+3. runs ``jupyter-book build book/ -W -n --keep-going --all``: a raising cell, a warning or a
    broken reference fails the build. ``--execute`` overrides ``execute_notebooks`` of
    _config.yml (force: run every lecture; off: stored outputs only; cache: re-run changed ones).
    The kernels get ``ADVLIB_PROFILE=fast`` unless it is set;
-3. scans every built .html (and .css) for resources loaded from http(s):// or // URLs.
+4. scans every built .html (and .css) for resources loaded from http(s):// or // URLs.
 
 Exits non-zero on any failure. The HTML lands in DIR/_build/html (DIR defaults to book/).
 """
@@ -102,6 +103,27 @@ def _cdn_widget_urls() -> set[str]:
                    if "data-jupyter-widgets-cdn" in a}
 
 
+PREFLIGHT = """
+import advlib
+p = advlib.profile()
+try:
+    for name in (p.dataset, p.series):
+        advlib.data.load(name, "test")
+except advlib.data.DatasetUnavailable as e:
+    raise SystemExit(f"profile {p.name!r} cannot run here: {e}")
+"""
+
+
+def preflight(env: dict) -> bool:
+    """Before executing anything: can the profile's data sets be had (bundled, cached or
+    downloadable)? If not, fail at once with the data set's own message (what is missing, where,
+    and the command that fetches it) instead of a traceback deep inside the build."""
+    proc = subprocess.run([sys.executable, "-c", PREFLIGHT], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"FAILED before building: {(proc.stderr.strip().splitlines() or ['?'])[-1]}", file=sys.stderr)
+    return proc.returncode == 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--execute", choices=["force", "off", "cache"],
@@ -120,6 +142,8 @@ def main(argv=None) -> int:
     env.setdefault("ADVLIB_PROFILE", "fast")
     if args.execute:
         env["ADVLIB_BOOK_EXECUTE"] = args.execute  # read by _ext/offline_assets.py
+    if (args.execute or "force") != "off" and not preflight(env):
+        return 2
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or "jupyter-book"
     cmd = [jb, "build", str(BOOK), "--path-output", str(args.builddir.resolve()),
            "-W", "-n", "--keep-going", "--all"]

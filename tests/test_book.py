@@ -108,3 +108,16 @@ def test_assets_are_vendored(built):
         assert (html / "_static" / asset).exists(), asset
     page = (html / "intro.html").read_text()
     assert "_static/mathjax/tex-mml-chtml.js" in page  # intro.md has math
+
+
+def test_full_profile_offline_fails_at_once_with_what_to_do(tmp_path):
+    env = {**__import__("os").environ, "ADVLIB_PROFILE": "full", "ADVLIB_OFFLINE": "1",
+           "ADVLIB_DATA": str(tmp_path / "data")}
+    proc = subprocess.run([sys.executable, str(BOOK / "build.py"), "--builddir", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2
+    message = proc.stderr.strip().splitlines()[-1]
+    assert "profile 'full' cannot run here" in message and "'mnist'" in message
+    assert "python -m advlib.data fetch mnist" in message and str(tmp_path / "data") in message
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "_build").exists()  # nothing was built or executed
