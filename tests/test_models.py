@@ -1,8 +1,11 @@
 """Architectures: shapes, normalisation inside the model, clear errors."""
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
+from advlib.data.registry import to_mnist_shape
 from advlib.models import Normalize, ResidualBlock, build, mlp, resnet, small_cnn
 
 
@@ -51,3 +54,27 @@ def test_build_by_name_and_errors():
         build("vit")
     with pytest.raises(ValueError):
         small_cnn(channels=(8,), strides=(1, 2))
+
+
+# Property-based: whatever the inputs, the invariants of the building blocks hold.
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 4), st.integers(0, 2**31 - 1))
+def test_mnist_shape_keeps_range_and_empty_border(n, seed):
+    x = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+    y = to_mnist_shape(x)
+    assert y.shape == (n, 1, 28, 28) and y.min() >= 0 and y.max() <= 1
+    border = torch.ones(28, 28, dtype=torch.bool)
+    border[4:24, 4:24] = False
+    assert (y[..., border] == 0).all()
+    assert y.sum() > 0 if x.sum() > 0 else y.sum() == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=3), st.lists(st.floats(0.05, 3.0), min_size=1, max_size=3))
+def test_normalize_inverts_exactly(mean, std):
+    k = min(len(mean), len(std))
+    layer = Normalize(mean[:k], std[:k])
+    x = torch.rand(2, k, 3, 3)
+    back = layer(x) * layer.std + layer.mean
+    assert torch.allclose(back, x, atol=1e-5)
