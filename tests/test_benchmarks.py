@@ -17,3 +17,12 @@ def test_gpu_check_without_cuda_says_so():
         return
     out = subprocess.run([sys.executable, "benchmarks/gpu_check.py"], capture_output=True, text=True)
     assert out.returncode == 1 and "--device cpu" in out.stdout
+
+
+def test_attack_benchmark_runs_and_agrees():
+    out = subprocess.run([sys.executable, "benchmarks/attacks.py", "--quick", "--device", "cpu"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [ln.split() for ln in out.stdout.splitlines() if ln.startswith("digits-")]
+    libs = {r[1] for r in rows}
+    assert {"plain", "advlib", "torchattacks", "foolbox", "ART"} <= libs

@@ -1,0 +1,159 @@
+"""advlib's attacks against a plain PyTorch loop and the reference libraries, in one run.
+
+    python benchmarks/attacks.py [--n 500] [--repeats 5] [--device cpu|cuda] [--quick]
+
+For each zoo model of the fast profile: PGD-L-inf at equal budgets (eps, steps, step size, one
+random start) in advlib, a plain hand-written loop (the lower bound: one forward and one backward
+pass per step), torchattacks, foolbox and ART: median time over repeats, the ratio to the plain
+loop, and robust accuracy. Then, when advlib has them, C&W-L2 and EAD against foolbox's and
+torchattacks' versions: success rate, median distortion, time. Timings are measured here and now,
+never asserted (the tests only check that this script runs).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+import advlib
+import advlib.attacks as A
+
+warnings.filterwarnings("ignore")
+
+
+def plain_pgd(model, x, y, eps, alpha, steps):
+    """The textbook loop: the baseline every PGD implementation is measured against."""
+    delta = ((x + (torch.rand_like(x) * 2 - 1) * eps).clamp(0, 1) - x)
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(x + delta), y), delta)
+        delta = (delta.detach() + alpha * g.sign()).clamp(-eps, eps)
+        delta = (x + delta).clamp(0, 1) - x
+    return (x + delta).detach()
+
+
+def pgd_runners(model, eps, alpha, steps):
+    """name -> function(x, y) -> x_adv, each at the same budget; reference libraries if installed."""
+    runners = {
+        "plain loop": lambda x, y: plain_pgd(model, x, y, eps, alpha, steps),
+        "advlib": lambda x, y: A.pgd(model, x, y, eps=eps, alpha=alpha, steps=steps),
+    }
+    try:
+        import torchattacks
+
+        atk = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+        runners["torchattacks"] = lambda x, y: atk(x, y)
+    except ImportError:
+        pass
+    try:
+        import foolbox
+
+        fmodel = foolbox.PyTorchModel(model, bounds=(0, 1))
+        fb = foolbox.attacks.LinfPGD(abs_stepsize=alpha, steps=steps, random_start=True)
+        runners["foolbox"] = lambda x, y: fb(fmodel, x, y, epsilons=eps)[1]
+    except ImportError:
+        pass
+    try:
+        from art.attacks.evasion import ProjectedGradientDescent
+        from art.estimators.classification import PyTorchClassifier
+
+        on_gpu = next(model.parameters()).is_cuda
+        clf = PyTorchClassifier(model, loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 8, 8), nb_classes=10,
+                                clip_values=(0.0, 1.0), device_type="gpu" if on_gpu else "cpu")
+        art = ProjectedGradientDescent(clf, eps=eps, eps_step=alpha, max_iter=steps, num_random_init=1,
+                                       batch_size=100_000, verbose=False)
+        runners["ART"] = lambda x, y: torch.as_tensor(art.generate(x.cpu().numpy(), y.cpu().numpy())).to(x.device)
+    except ImportError:
+        pass
+    return runners
+
+
+def timed(fn, x, y, repeats):
+    fn(x, y)  # warm-up: first-call allocations and lazy imports are not what we measure
+    times, out = [], None
+    for r in range(repeats):
+        torch.manual_seed(r)
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = fn(x, y)
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def bench_pgd(models, x, y, eps, steps, repeats):
+    alpha = 2.5 * eps / steps
+    print(f"\nPGD-Linf, eps={eps}, {steps} steps of {alpha:.4g}, 1 random start, {len(x)} points, "
+          f"median of {repeats} runs")
+    print(f"{'model':<12} {'library':<13} {'time s':>8} {'x plain':>8} {'robust acc':>11}")
+    for name, model in models.items():
+        base = None
+        for lib, fn in pgd_runners(model, eps, alpha, steps).items():
+            t, x_adv = timed(fn, x, y, repeats)
+            base = base or t
+            assert (x_adv - x).abs().max() <= eps + 1e-5
+            print(f"{name:<12} {lib:<13} {t:8.3f} {t / base:8.2f} {A.robust_accuracy(model, x_adv, y):11.1%}")
+
+
+def opt_runners(model, xs, ys, steps):
+    """label -> function() -> x_adv for the minimal-distortion attacks, each with its binary search."""
+    import foolbox
+
+    fmodel = foolbox.PyTorchModel(model, bounds=(0, 1))
+    runs = {
+        "advlib cw_l2": lambda: A.cw_l2(model, xs, ys, steps=steps),
+        "foolbox C&W (default)": lambda: foolbox.attacks.L2CarliniWagnerAttack(steps=steps)(
+            fmodel, xs, ys, epsilons=None)[0],
+    }
+    if hasattr(A, "ead"):
+        runs["advlib ead (EN rule)"] = lambda: A.ead(model, xs, ys, steps=steps)
+    return runs
+
+
+def bench_opt(models, x, y, steps):
+    if not hasattr(A, "cw_l2"):
+        print("\n(advlib.attacks has no cw_l2 yet: C&W / EAD comparison skipped)")
+        return
+    print(f"\nC&W-L2 and EAD, {steps} steps per binary-search step, {len(x)} points (correctly classified only)")
+    print(f"{'model':<12} {'attack':<22} {'time s':>8} {'success':>8} {'med L2':>8} {'med L1':>8} {'med L0':>7}")
+    for name, model in models.items():
+        ok = advlib.train.predict(model, x) == y
+        xs, ys = x[ok], y[ok]
+        for label, run in opt_runners(model, xs, ys, steps).items():
+            t0 = time.perf_counter()
+            x_adv = run()
+            t = time.perf_counter() - t0
+            success = advlib.train.predict(model, x_adv) != ys
+            d = A.distortion(xs, x_adv, success)
+            print(f"{name:<12} {label:<22} {t:8.2f} {success.float().mean():8.1%} {d['l2']:8.3f} "
+                  f"{d['l1']:8.3f} {d['l0']:7.0f}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=500, help="test points (default: all 500 digits)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 64 points, 1 repeat, 5 steps")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.n, a.repeats, a.steps = 64, 1, 5
+    dev = torch.device(a.device) if a.device else advlib.device()
+    test = advlib.data.load("digits", "test", device=dev)
+    x, y = test.x[: a.n], test.y[: a.n]
+    models = {m: advlib.zoo.load(m, dev) for m in advlib.PROFILES["fast"].models}
+    print(f"advlib {advlib.__version__}, torch {torch.__version__}, device {dev}, "
+          f"{torch.get_num_threads()} threads")
+    bench_pgd(models, x, y, eps=0.1, steps=a.steps, repeats=a.repeats)
+    bench_opt(models, x[: min(a.n, 100)], y[: min(a.n, 100)], steps=10 if a.quick else 100)
+
+
+if __name__ == "__main__":
+    main()
