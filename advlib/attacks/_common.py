@@ -33,8 +33,8 @@ def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, who: str
         raise ValueError(f"{who}: x must be a floating-point batch N x ... (got "
                          f"{type(x).__name__} {getattr(x, 'shape', '')}); add a batch dimension with x[None]")
     if not isinstance(y, torch.Tensor) or y.dim() != 1 or len(y) != len(x) or y.is_floating_point():
-        raise ValueError(f"{who}: y must be a 1-D integer tensor with one label per input "
-                         f"(x has {len(x)} inputs, y is {getattr(y, 'dtype', type(y))} {tuple(getattr(y, 'shape', ()))})")
+        raise ValueError(f"{who}: y must be a 1-D integer tensor with one label per input (x has {len(x)} "
+                         f"inputs, y is {getattr(y, 'dtype', type(y))} {tuple(getattr(y, 'shape', ()))})")
     lo, hi = x.min().item(), x.max().item()
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise ValueError(f"{who}: inputs must lie in [0, 1], found [{lo:.3g}, {hi:.3g}]; put any "

@@ -35,19 +35,23 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, targ
 def _random_start(x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     if norm == "linf":
         delta = (torch.rand_like(x) * 2 - 1) * eps
-    else:  # a uniform direction; L2: radius eps * U^(1/d) (uniform in the ball); L1: then projected
-        d = x[0].numel()
+    else:  # a random direction (Gaussian for L2, Laplace for L1) at a radius uniform in [0, eps]
+        # (not uniform in the ball: in d = 64 dimensions that puts almost every start on the surface)
         delta = torch.randn_like(x) if norm == "l2" else torch.distributions.Laplace(0.0, 1.0).sample(x.shape).to(x)
         delta = delta / lp_norm(delta, norm).clamp(min=1e-12).view(-1, *[1] * (x.dim() - 1))
-        delta = delta * (eps * torch.rand(len(x), device=x.device) ** (1 / d)).view(-1, *[1] * (x.dim() - 1))
+        delta = delta * (eps * torch.rand(len(x), device=x.device)).view(-1, *[1] * (x.dim() - 1))
     return (x + delta).clamp(0, 1) - x
 
 
-def _step(grad: torch.Tensor, norm: str) -> torch.Tensor:
+def _step(grad: torch.Tensor, norm: str, x_adv: torch.Tensor | None = None) -> torch.Tensor:
     """The steepest-ascent direction of unit norm: sign for L-inf, normalised gradient for L2, and
-    for L1 the largest-|gradient| coordinate (Tramer & Boneh 2019 use a top-q% variant)."""
+    for L1 the largest-|gradient| coordinate (Tramer & Boneh 2019 use a top-q% variant). Given the
+    current point ``x_adv``, the L1 step skips coordinates that the box [0, 1] blocks (a pixel at 0
+    pushed down, at 1 pushed up): moving only such a pixel would stall the attack."""
     if norm == "linf":
         return grad.sign()
+    if norm == "l1" and x_adv is not None:
+        grad = grad.masked_fill(((x_adv <= 0) & (grad < 0)) | ((x_adv >= 1) & (grad > 0)), 0)
     flat = grad.flatten(1)
     if norm == "l2":
         return (flat / flat.norm(dim=1, keepdim=True).clamp(min=1e-12)).view_as(grad)
@@ -65,8 +69,9 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha
     with ``s`` the unit steepest-ascent direction of the norm (sign for L-inf). ``alpha`` defaults to
     ``2.5 * eps / steps`` (Madry et al.); ``schedule="cosine"`` decays it to 0. Without random start
     and with ``restarts=1`` this is I-FGSM / BIM (Kurakin et al., 2017). ``loss`` is cross-entropy
-    (``"ce"``) or the C&W margin (``"cw"``). With restarts, each example keeps the run that reached
-    the highest loss. All examples and restarts of a step share one forward and one backward pass.
+    (``"ce"``) or the C&W margin (``"cw"``). With restarts, each example keeps a run that fools the
+    model (reaches the target) if any does, else the run that reached the highest loss, so more
+    restarts never help the model. All examples of a step share one forward and one backward pass.
     """
     check_inputs(model, x, y, who="pgd", eps=eps, steps=steps, norm=norm)
     if restarts < 1:
@@ -78,16 +83,21 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha
         raise ValueError(f"pgd: alpha must be >= 0, got {alpha}")
     x, y = x.detach(), y.detach()
     best, best_loss = x.clone(), torch.full((len(x),), -torch.inf, device=x.device)
+    best_hit = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     for _ in range(restarts):
         delta = _random_start(x, eps, norm) if random_start else torch.zeros_like(x)
         for t in range(steps):
             a = alpha if schedule == "constant" else alpha * 0.5 * (1 + math.cos(math.pi * t / steps))
             delta.requires_grad_(True)
             (grad,) = torch.autograd.grad(_loss(model(x + delta), y, loss, targeted).sum(), delta)
-            delta = project(delta.detach() + a * _step(grad, norm), eps, norm)
+            delta = project(delta.detach() + a * _step(grad, norm, x + delta.detach()), eps, norm)
             delta = (x + delta).clamp(0, 1) - x
         with torch.no_grad():
-            final = _loss(model(x + delta), y, loss, targeted)
-        better = final > best_loss
-        best[better], best_loss[better] = (x + delta)[better], final[better]
+            logits = model(x + delta)
+            final = _loss(logits, y, loss, targeted)
+            hit = (logits.argmax(1) == y) if targeted else (logits.argmax(1) != y)
+        # a run that fools the model beats one that does not, whatever their losses (a higher
+        # cross-entropy does not imply a wrong label); among equals, the higher loss wins
+        better = (hit & ~best_hit) | ((hit == best_hit) & (final > best_loss))
+        best[better], best_loss[better], best_hit[better] = (x + delta)[better], final[better], hit[better]
     return best.detach()
