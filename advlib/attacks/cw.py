@@ -106,8 +106,7 @@ def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, c: float = 1.0,
             logits = model(x_adv)
             l2sq = (x_adv - x).flatten(1).pow(2).sum(1)
             loss = l2sq + const * margin(logits, y, targeted, kappa)
-            opt.zero_grad()
-            loss.sum().backward()
+            (w.grad,) = torch.autograd.grad(loss.sum(), w)  # only w: no gradients for the weights
             opt.step()
             with torch.no_grad():  # the iterate *before* this step, evaluated above
                 ok = _gap(logits, y, targeted) < -kappa
