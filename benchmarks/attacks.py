@@ -72,31 +72,34 @@ def pgd_runners(model, eps, alpha, steps):
     return runners
 
 
-def timed(fn, x, y, repeats):
-    fn(x, y)  # warm-up: first-call allocations and lazy imports are not what we measure
-    times, out = [], None
+def timed(runners, x, y, repeats):
+    """Median seconds and last output of each runner. The runners take turns within every repeat,
+    so a drift of the machine's speed (other load, clocks) hits them all alike."""
+    for fn in runners.values():
+        fn(x, y)  # warm-up: first-call allocations and lazy imports are not what we measure
+    times, outs = {k: [] for k in runners}, {}
     for r in range(repeats):
-        torch.manual_seed(r)
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        out = fn(x, y)
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+        for k, fn in runners.items():
+            torch.manual_seed(r)
+            if x.is_cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            outs[k] = fn(x, y)
+            if x.is_cuda:
+                torch.cuda.synchronize()
+            times[k].append(time.perf_counter() - t0)
+    return {k: (statistics.median(v), outs[k]) for k, v in times.items()}
 
 
 def bench_pgd(models, x, y, eps, steps, repeats):
     alpha = 2.5 * eps / steps
     print(f"\nPGD-Linf, eps={eps}, {steps} steps of {alpha:.4g}, 1 random start, {len(x)} points, "
-          f"median of {repeats} runs")
+          f"median of {repeats} interleaved runs")
     print(f"{'model':<12} {'library':<13} {'time s':>8} {'x plain':>8} {'robust acc':>11}")
     for name, model in models.items():
-        base = None
-        for lib, fn in pgd_runners(model, eps, alpha, steps).items():
-            t, x_adv = timed(fn, x, y, repeats)
-            base = base or t
+        results = timed(pgd_runners(model, eps, alpha, steps), x, y, repeats)
+        base = results["plain loop"][0]
+        for lib, (t, x_adv) in results.items():
             assert (x_adv - x).abs().max() <= eps + 1e-5
             print(f"{name:<12} {lib:<13} {t:8.3f} {t / base:8.2f} {A.robust_accuracy(model, x_adv, y):11.1%}")
 
@@ -111,8 +114,17 @@ def opt_runners(model, xs, ys, steps):
         "foolbox C&W (default)": lambda: foolbox.attacks.L2CarliniWagnerAttack(steps=steps)(
             fmodel, xs, ys, epsilons=None)[0],
     }
+    try:  # torchattacks' C&W has no search on c (c=1) and cannot move pixels at exactly 0 or 1
+        import torchattacks
+
+        runs["torchattacks CW (c=1)"] = lambda: torchattacks.CW(model, c=1, steps=steps, lr=0.01)(xs, ys)
+    except ImportError:
+        torchattacks = None
     if hasattr(A, "ead"):
         runs["advlib ead (EN rule)"] = lambda: A.ead(model, xs, ys, steps=steps)
+        if torchattacks is not None:
+            runs["torchattacks EADEN"] = lambda: torchattacks.EADEN(
+                model, kappa=0, lr=0.01, binary_search_steps=9, max_iterations=steps, beta=1e-2)(xs, ys)
     return runs
 
 
@@ -125,7 +137,7 @@ def bench_opt(models, x, y, steps):
     for name, model in models.items():
         ok = advlib.train.predict(model, x) == y
         xs, ys = x[ok], y[ok]
-        for run in opt_runners(model, xs[:2], ys[:2], 2).values():
+        for run in opt_runners(model, xs[:2], ys[:2], 10).values():
             run()  # warm-up: lazy imports and first-call allocations are not what we measure
         for label, run in opt_runners(model, xs, ys, steps).items():
             t0 = time.perf_counter()
@@ -144,7 +156,7 @@ def bench_opt(models, x, y, steps):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=500, help="test points (default: all 500 digits)")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--device", default=None)
     ap.add_argument("--quick", action="store_true", help="a smoke run: 64 points, 1 repeat, 5 steps")

@@ -90,8 +90,11 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha
             a = alpha if schedule == "constant" else alpha * 0.5 * (1 + math.cos(math.pi * t / steps))
             delta.requires_grad_(True)
             (grad,) = torch.autograd.grad(_loss(model(x + delta), y, loss, targeted).sum(), delta)
-            delta = project(delta.detach() + a * _step(grad, norm, x + delta.detach()), eps, norm)
+            x_now = x + delta.detach() if norm == "l1" else None  # only the L1 step needs the point
+            delta = project(delta.detach() + a * _step(grad, norm, x_now), eps, norm)
             delta = (x + delta).clamp(0, 1) - x
+        if restarts == 1:  # nothing to choose between: skip the extra forward pass
+            return (x + delta).detach()
         with torch.no_grad():
             logits = model(x + delta)
             final = _loss(logits, y, loss, targeted)
