@@ -18,7 +18,7 @@ from torch import nn
 
 from ..train import require_eval
 
-__all__ = ["check_inputs", "project", "lp_norm", "margin", "NORMS"]
+__all__ = ["check_inputs", "step_size", "project", "lp_norm", "margin", "NORMS"]
 
 NORMS = ("linf", "l2", "l1")
 
@@ -54,6 +54,16 @@ def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, who: str
     if y.min() < 0 or y.max() >= n_classes:
         raise ValueError(f"{who}: labels must lie in 0..{n_classes - 1}, found {y.min().item()}..{y.max().item()}")
     return n_classes
+
+
+def step_size(who: str, alpha: float | None, eps: float, steps: int) -> float:
+    """The step of an iterative attack: ``alpha`` if given (checked), else Madry et al.'s
+    ``2.5 * eps / steps``, enough to cross the ball and come back."""
+    if alpha is None:
+        return 2.5 * eps / max(steps, 1)
+    if not (alpha >= 0 and math.isfinite(alpha)):
+        raise ValueError(f"{who}: alpha must be >= 0 and finite, got {alpha}")
+    return alpha
 
 
 def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import check_inputs, project
+from ._common import check_inputs, project, step_size
 from .pgd import _loss, _random_start, _step
 
 __all__ = ["random_transform", "eot_pgd", "eot_success"]
@@ -71,9 +71,7 @@ def eot_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, s
     check_inputs(model, x, y, who="eot_pgd", eps=eps, steps=steps, norm=norm)
     if int(samples) != samples or samples < 1:
         raise ValueError(f"eot_pgd: samples must be a positive integer, got {samples}")
-    if alpha is not None and not alpha >= 0:
-        raise ValueError(f"eot_pgd: alpha must be >= 0, got {alpha}")
-    alpha = 2.5 * eps / max(steps, 1) if alpha is None else alpha
+    alpha = step_size("eot_pgd", alpha, eps, steps)
     x, y = x.detach(), y.detach()
     y_rep = y.repeat(int(samples))
     delta = _random_start(x, eps, norm) if random_start else torch.zeros_like(x)

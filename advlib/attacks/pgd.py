@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import check_inputs, lp_norm, margin, project
+from ._common import check_inputs, lp_norm, margin, project, step_size
 
 __all__ = ["fgsm", "pgd"]
 
@@ -78,9 +78,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha
         raise ValueError(f"pgd: restarts must be >= 1, got {restarts}")
     if schedule not in ("constant", "cosine"):
         raise ValueError(f"pgd: schedule must be 'constant' or 'cosine', got {schedule!r}")
-    alpha = 2.5 * eps / max(steps, 1) if alpha is None else alpha
-    if alpha < 0:
-        raise ValueError(f"pgd: alpha must be >= 0, got {alpha}")
+    alpha = step_size("pgd", alpha, eps, steps)
     x, y = x.detach(), y.detach()
     best, best_loss = x.clone(), torch.full((len(x),), -torch.inf, device=x.device)
     best_hit = torch.zeros(len(x), dtype=torch.bool, device=x.device)

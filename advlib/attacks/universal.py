@@ -15,19 +15,17 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ._common import check_inputs, project
+from ._common import check_inputs, project, step_size
 from .pgd import _loss, _step
 
 __all__ = ["universal", "apply_universal", "project_simplex", "MinMaxResult", "minmax_ensemble",
            "average_ensemble", "minmax_universal"]
 
 
-def _check_budget(who: str, alpha: float | None, **named: float) -> None:
+def _check_budget(who: str, **named: float) -> None:
     for name, v in named.items():
         if v is None or not (v >= 0) or v == float("inf"):
             raise ValueError(f"{who}: {name} must be a finite number >= 0, got {v}")
-    if alpha is not None and not alpha >= 0:
-        raise ValueError(f"{who}: alpha must be >= 0, got {alpha}")
 
 
 def apply_universal(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -59,10 +57,9 @@ def universal(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
     :func:`apply_universal`.
     """
     check_inputs(model, x, y, who="universal", eps=eps, steps=steps, norm=norm)
-    _check_budget("universal", alpha)
     if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
         raise ValueError(f"universal: batch_size must be a positive integer or None, got {batch_size}")
-    alpha = 2.5 * eps / max(steps, 1) if alpha is None else alpha
+    alpha = step_size("universal", alpha, eps, steps)
     x, y = x.detach(), y.detach()
     bs = len(x) if batch_size is None else int(batch_size)
     delta = torch.zeros_like(x[:1])
@@ -175,8 +172,8 @@ def minmax_ensemble(models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tenso
     the final ``weights`` and their history. ``alpha`` defaults to ``2.5 * eps / steps``.
     """
     models = _check_models(models, x, y, "minmax_ensemble", eps=eps, steps=steps, norm=norm)
-    _check_budget("minmax_ensemble", alpha, beta=beta, gamma=gamma)
-    alpha = 2.5 * eps / max(steps, 1) if alpha is None else alpha
+    _check_budget("minmax_ensemble", beta=beta, gamma=gamma)
+    alpha = step_size("minmax_ensemble", alpha, eps, steps)
     x, y = x.detach(), y.detach()
     K = len(models)
 
@@ -195,8 +192,6 @@ def average_ensemble(models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tens
     """The averaging baseline of :func:`minmax_ensemble`: PGD on the mean loss of the K models
     (``w`` fixed at 1/K; the ensemble attack of Liu et al., 2017 with equal weights). Same steps,
     same step size and the same start as the min-max attack, so the two compare at equal budget."""
-    models = _check_models(models, x, y, "average_ensemble", eps=eps, steps=steps, norm=norm)
-    _check_budget("average_ensemble", alpha)
     return minmax_ensemble(models, x, y, eps=eps, steps=steps, alpha=alpha, beta=0.0, norm=norm,
                            targeted=targeted, loss=loss)
 
@@ -215,8 +210,8 @@ def minmax_universal(model: nn.Module, xs: Sequence[torch.Tensor], ys: Sequence[
                          f"{len(xs)} and {len(ys)}")
     for xg, yg in zip(xs, ys):
         check_inputs(model, xg, yg, who="minmax_universal", eps=eps, steps=steps, norm=norm)
-    _check_budget("minmax_universal", alpha, beta=beta, gamma=gamma)
-    alpha = 2.5 * eps / max(steps, 1) if alpha is None else alpha
+    _check_budget("minmax_universal", beta=beta, gamma=gamma)
+    alpha = step_size("minmax_universal", alpha, eps, steps)
 
     def losses(delta):
         return torch.stack([_loss(model((xg + delta).clamp(0, 1)), yg, loss, targeted).mean()
