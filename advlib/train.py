@@ -40,12 +40,15 @@ def require_eval(model: nn.Module, who: str = "this function") -> None:
 def fit(model: nn.Module, train, test=None, *, epochs: int, lr: float = 1e-3, batch_size: int = 128,
         weight_decay: float = 0.0, optimizer: str = "adam", schedule: str = "cosine",
         perturb: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        loss: Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None,
         seed: int | None = 0, device=None, progress: bool = True) -> dict[str, list[float]]:
     """Train ``model`` with cross-entropy on ``train`` (a dataset of ``(x, y)`` tensors).
 
     Each epoch shuffles with a generator seeded by ``seed``, takes mini-batches, and optionally
     replaces each batch by ``perturb(model, x, y)`` (e.g. Gaussian noise, or a PGD attack for
-    adversarial training). Returns the history: training loss and accuracy per epoch, and
+    adversarial training). ``loss(model, x, y, progress)`` replaces the cross-entropy of the logits
+    (e.g. a certified-training loss); ``progress`` is the fraction of training done, in [0, 1), for
+    schedules that ramp up a radius. Returns the history: training loss and accuracy per epoch, and
     held-out accuracy on ``test`` when given. The model ends in eval mode.
     """
     if epochs < 1 or batch_size < 1 or lr <= 0:
@@ -77,7 +80,7 @@ def fit(model: nn.Module, train, test=None, *, epochs: int, lr: float = 1e-3, ba
         torch.manual_seed(seed)
     history: dict[str, list[float]] = {"loss": [], "train_acc": [], "test_acc": []}
     bar = tqdm(range(epochs), desc="training", disable=not progress, leave=False)
-    for _ in bar:
+    for epoch in bar:
         model.train()
         order = torch.randperm(len(x_all), generator=gen).to(dev)
         total_loss, correct = 0.0, 0
@@ -87,13 +90,14 @@ def fit(model: nn.Module, train, test=None, *, epochs: int, lr: float = 1e-3, ba
             if perturb is not None:
                 x = perturb(model, x, y)
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            value = (F.cross_entropy(logits, y) if loss is None
+                     else loss(model, x, y, (epoch * steps_per_epoch + i // batch_size) / (epochs * steps_per_epoch)))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             opt.step()
             if sched is not None:
                 sched.step()
-            total_loss += loss.item() * len(idx)
+            total_loss += value.item() * len(idx)
             correct += (logits.argmax(1) == y).sum().item()
         model.eval()
         history["loss"].append(total_loss / len(x_all))

@@ -85,3 +85,17 @@ def test_require_eval_warns_and_switches():
     with pytest.warns(UserWarning, match="train mode"):
         require_eval(model, "an attack")
     assert not model.training
+
+
+def test_loss_hook_replaces_the_loss_and_sees_the_progress(digits):
+    seen = []
+
+    def loss(model, x, y, progress):
+        seen.append(progress)
+        return torch.nn.functional.cross_entropy(model(x), y) * 0 + (model(x) ** 2).mean()
+
+    _, hist = _train(digits, epochs=2, loss=loss)
+    steps = len(seen) // 2
+    assert len(seen) == 2 * steps and seen[0] == 0 and seen == sorted(seen) and seen[-1] < 1
+    assert seen[steps] == pytest.approx(0.5)
+    assert hist["loss"][-1] < hist["loss"][0]  # it minimised the hook's loss

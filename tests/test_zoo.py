@@ -13,7 +13,7 @@ import advlib
 from advlib import zoo
 from advlib.train import accuracy
 
-FLOOR = {"digits-cnn": 0.97, "digits-mlp": 0.95}
+FLOOR = {"digits-cnn": 0.97, "digits-mlp": 0.95, "digits-mlp-pgd": 0.95, "digits-mlp-ibp": 0.95}
 
 
 @pytest.fixture(scope="module")
