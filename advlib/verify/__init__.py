@@ -10,6 +10,9 @@ tiny networks exactly (LP / MILP) as the oracle the engine is tested against.
 """
 from .bounds import METHODS, Bounds, Node, bounds, margin_matrix, propagate, relaxation, trace
 from .certify import certified_accuracy, certified_radius, certify, ibp_loss
+from .clever import CleverResult, clever
+from .smoothing import ABSTAIN, Smoothed, certified_accuracy_curve, clopper_pearson_lower, gaussian_augment
 
 __all__ = ["METHODS", "Bounds", "Node", "bounds", "margin_matrix", "propagate", "relaxation", "trace",
-           "certify", "certified_radius", "certified_accuracy", "ibp_loss"]
+           "certify", "certified_radius", "certified_accuracy", "ibp_loss", "clever", "CleverResult", "Smoothed",
+           "ABSTAIN", "certified_accuracy_curve", "clopper_pearson_lower", "gaussian_augment"]
