@@ -300,6 +300,11 @@ class Bounds:
     pre: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
 
+def _dot(A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``sum_i A[n, m, i] b[n, i]`` over the node's entries: N x M."""
+    return (A.flatten(2) @ b.flatten(1)[:, :, None]).squeeze(2)
+
+
 def _backward(nodes, k, A, pre_of, method, x0, eps, norm, x_min, x_max):
     """Bounds of ``A . node_k`` by walking the linear bound back to the input (CROWN, Thm. 3.2).
 
@@ -326,11 +331,14 @@ def _backward(nodes, k, A, pre_of, method, x0, eps, norm, x_min, x_max):
             continue
         j = node.inputs[0]
         if isinstance(node.op, _ACTIVATIONS):
-            a_lo, b_lo, a_up, b_up = (t[:, None] for t in relaxation(node.op, *pre_of[j], method))
+            a_lo, b_lo, a_up, b_up = relaxation(node.op, *pre_of[j], method)
             # a positive coefficient takes the lower line for the lower bound, a negative one the upper
-            beta = beta + torch.where(L >= 0, b_lo, b_up).mul_(L).flatten(2).sum(2)
-            gamma = gamma + torch.where(U >= 0, b_up, b_lo).mul_(U).flatten(2).sum(2)
-            give(j, torch.where(L >= 0, a_lo, a_up).mul_(L), torch.where(U >= 0, a_up, a_lo).mul_(U))
+            # line: L a_lo on L >= 0, L a_up on L < 0, written as L a_up + L+ (a_lo - a_up) (fewer passes)
+            Lp, Up = L.clamp(min=0), U.clamp(min=0)
+            beta = beta + _dot(L, b_up) + _dot(Lp, b_lo - b_up)
+            gamma = gamma + _dot(U, b_lo) + _dot(Up, b_up - b_lo)
+            give(j, torch.addcmul(L * a_up[:, None], Lp, (a_lo - a_up)[:, None]),
+                 torch.addcmul(U * a_lo[:, None], Up, (a_up - a_lo)[:, None]))
         else:
             in_shape, shared = nodes[j].shape, L is U
             L, bl = _back_linear(node.op, L, in_shape, node.matrix)
