@@ -267,20 +267,20 @@ def _dual(norm: str) -> float:
     return {"linf": 1.0, "l2": 2.0, "l1": math.inf}[norm]
 
 
-def _concretise(A: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, norm: str, x_min: float, x_max: float,
-                upper: bool) -> torch.Tensor:
+def _concretise(A: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, norm: str, x_min: torch.Tensor,
+                x_max: torch.Tensor, upper: bool) -> torch.Tensor:
     """``min`` (or ``max``) of ``A . x`` over ``x`` in the ball ``||x - x0||_p <= eps`` intersected with
     ``[x_min, x_max]``. For L-inf the intersection is a box, solved exactly (Hölder per coordinate).
     For L2 / L1 we take the better of the ball's bound ``A.x0 -+ eps ||A||_q`` (dual norm ``q``) and
     the box's bound: both are valid, since the set lies in each."""
     A = A.flatten(2)
-    x0 = x0.flatten(1)[:, None, :]
+    x0, x_min, x_max = (t.flatten(1)[:, None, :] for t in (x0, x_min, x_max))
     e = eps.view(-1, 1, 1)
     sign = 1.0 if upper else -1.0
     if norm == "linf":
         lo, hi = (x0 - e).clamp(min=x_min), (x0 + e).clamp(max=x_max)
     else:
-        lo, hi = torch.full_like(x0, x_min), torch.full_like(x0, x_max)
+        lo, hi = x_min, x_max
     centre, radius = (hi + lo) / 2, (hi - lo) / 2
     box = (A * centre).sum(2) + sign * (A.abs() * radius).sum(2)
     if norm == "linf":
@@ -385,6 +385,7 @@ def _refine(nodes, j, box, pre_of, method, x0, eps, norm, x_min, x_max):
 
 
 def _propagate_chunk(nodes, x0, eps, norm, method, C, pre, x_min, x_max) -> Bounds:
+    x_min, x_max = (torch.as_tensor(t, dtype=x0.dtype, device=x0.device).expand_as(x0) for t in (x_min, x_max))
     box: list = [None] * len(nodes)
     pre_of: dict[int, tuple] = {}
     given = iter(pre) if pre is not None else None
@@ -454,8 +455,9 @@ def _check(model, x, eps, norm, method, C, x_min, x_max):
         eps = eps.expand(len(x))
     if eps.shape != (len(x),) or not torch.isfinite(eps).all() or (eps < 0).any():
         raise ValueError(f"advlib.verify: eps must be a finite number >= 0 or one per input, got {eps}")
-    if x.numel() and (x.min() < x_min - 1e-6 or x.max() > x_max + 1e-6):
-        raise ValueError(f"advlib.verify: inputs must lie in [{x_min}, {x_max}], found [{x.min():.3g}, {x.max():.3g}]; "
+    if x.numel() and ((x < torch.as_tensor(x_min) - 1e-6).any() or (x > torch.as_tensor(x_max) + 1e-6).any()):
+        where = f"[{x_min}, {x_max}]" if isinstance(x_min, float) and isinstance(x_max, float) else "[x_min, x_max]"
+        raise ValueError(f"advlib.verify: inputs must lie in {where}, found [{x.min():.3g}, {x.max():.3g}]; "
                          "put any normalisation inside the model (advlib.models.Normalize)")
     p = next(model.parameters(), None)
     if p is not None and p.device != x.device:
@@ -467,14 +469,15 @@ def _check(model, x, eps, norm, method, C, x_min, x_max):
 
 
 def propagate(model: nn.Module, x: torch.Tensor, eps, norm: str = "linf", method: str = "crown",
-              C: torch.Tensor | None = None, pre: list | None = None, x_min: float = 0.0, x_max: float = 1.0,
+              C: torch.Tensor | None = None, pre: list | None = None, x_min=0.0, x_max=1.0,
               nodes: list[Node] | None = None) -> Bounds:
     """Bounds of ``C f(x')`` for every ``x'`` with ``||x' - x||_p <= eps`` and ``x_min <= x' <= x_max``.
 
     ``eps`` is a number or one radius per input; ``method`` is ``"ibp"``, ``"fastlin"`` or ``"crown"``;
-    ``C`` is ``N x M x K`` (``None``: the logits themselves). ``pre`` reuses given intermediate bounds
-    (a list like ``Bounds.pre``) instead of computing them. Large batches are split so that no
-    coefficient tensor exceeds about 128 MB.
+    ``C`` is ``N x M x K`` (``None``: the logits themselves). ``x_min`` / ``x_max`` are numbers or
+    tensors like ``x`` (a per-pixel box, e.g. from :func:`advlib.verify.semantic.rotation_box`).
+    ``pre`` reuses given intermediate bounds (a list like ``Bounds.pre``) instead of computing them.
+    Large batches are split so that no coefficient tensor exceeds about 128 MB.
     """
     eps = _check(model, x, eps, norm, method, C, x_min, x_max)
     nodes = nodes or trace(model, tuple(x.shape[1:]))
@@ -486,8 +489,9 @@ def propagate(model: nn.Module, x: torch.Tensor, eps, norm: str = "linf", method
         for s in range(0, len(x), chunk):
             sl = slice(s, s + chunk)
             part_pre = [(l[sl], u[sl]) for l, u in pre] if pre is not None else None
+            lo, hi = (t[sl] if isinstance(t, torch.Tensor) and t.dim() else t for t in (x_min, x_max))
             parts.append(_propagate_chunk(nodes, x[sl], eps[sl], norm, method, None if C is None else C[sl],
-                                          part_pre, x_min, x_max))
+                                          part_pre, lo, hi))
     if len(parts) == 1:
         return parts[0]
     return Bounds(torch.cat([p.lower for p in parts]), torch.cat([p.upper for p in parts]),
@@ -496,7 +500,7 @@ def propagate(model: nn.Module, x: torch.Tensor, eps, norm: str = "linf", method
 
 
 def bounds(model: nn.Module, x: torch.Tensor, eps, norm: str = "linf", method: str = "crown",
-           C: torch.Tensor | None = None, x_min: float = 0.0, x_max: float = 1.0):
+           C: torch.Tensor | None = None, x_min=0.0, x_max=1.0):
     """``lower, upper`` with ``lower <= C f(x') <= upper`` on the perturbation set (see :func:`propagate`)."""
     b = propagate(model, x, eps, norm, method, C, x_min=x_min, x_max=x_max)
     return b.lower, b.upper
