@@ -234,6 +234,19 @@ def test_crown_is_tighter_than_fastlin_and_ibp_on_the_standard_mlp(zoo, digits):
     assert r["crown"].mean() >= r["fastlin"].mean() > r["ibp"].mean()
 
 
+def test_crown_can_be_looser_than_ibp_on_an_ibp_trained_network(zoo):
+    """The known lesson (e.g. Zhang et al. 2020, CROWN-IBP): IBP training shapes the network for
+    intervals, and on it CROWN's relaxation loses to IBP on some margins; never on a standard net."""
+    te = advlib.data.load("digits", "test")
+    x, y = te.x[:100], te.y[:100]
+    C = V.margin_matrix(y, 10)
+    frac = {}
+    for name in ("digits-mlp", "digits-mlp-ibp"):
+        low = {m: V.propagate(zoo[name], x, 0.1, "linf", m, C=C).lower for m in ("ibp", "crown")}
+        frac[name] = (low["ibp"] > low["crown"]).float().mean().item()
+    assert frac["digits-mlp"] == 0 and frac["digits-mlp-ibp"] > 0.03
+
+
 def test_ibp_training_buys_certified_accuracy(zoo):
     te = advlib.data.load("digits", "test")
     x, y = te.x[:200], te.y[:200]
