@@ -26,3 +26,21 @@ def test_attack_benchmark_runs_and_agrees():
     rows = [ln.split() for ln in out.stdout.splitlines() if ln.startswith("digits-")]
     libs = {r[1] for r in rows}
     assert {"plain", "advlib", "torchattacks", "foolbox", "ART"} <= libs
+
+
+
+def test_verify_benchmark_runs():
+    out = subprocess.run([sys.executable, "benchmarks/verify.py", "--quick"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [ln.split() for ln in out.stdout.splitlines() if ln.strip()]
+    methods, zoo = ("ibp", "fastlin", "crown"), ("digits-mlp", "digits-mlp-pgd", "digits-mlp-ibp", "digits-cnn")
+    timed = {(r[0], r[2]) for r in rows if r[0] in zoo and r[1] in ("0.01", "0.05")}
+    assert {(m, k) for m in ("digits-mlp", "digits-cnn") for k in (*methods, "dense")} <= timed
+    assert "auto_LiRPA (REFERENCES.md" in out.stdout and "not installed" in out.stdout and "max |diff|" in out.stdout
+    tightness = {(r[0], r[3]) for r in rows if r[0] in zoo and r[1].endswith("%")}
+    radii = {(r[0], r[1]) for r in rows if r[0] in zoo and r[1] in methods and len(r) == 5}
+    assert {(m, k) for m in zoo for k in methods} <= tightness & radii
+    oracle = {(r[0], r[1]): r[-1] for r in rows if r[0] in ("tiny", "small")}
+    for family in ("tiny", "small"):
+        assert {(family, k) for k in ("LP(crown", "LP-all", "MILP")} <= oracle.keys()
+        assert all(oracle[family, k] == "0" for k in methods), out.stdout  # no bound above the exact minimum
