@@ -107,4 +107,5 @@ def test_list_and_check_commands():
     out = subprocess.run([sys.executable, "-m", "advlib.zoo", "list"], capture_output=True, text=True, check=True)
     assert "digits-cnn" in out.stdout and "shipped" in out.stdout and "cifar10-resnet" in out.stdout
     out = subprocess.run([sys.executable, "-m", "advlib.zoo", "check"], capture_output=True, text=True)
-    assert out.returncode == 0 and [ln.endswith(") ok") for ln in out.stdout.splitlines()] == [True] * len(zoo.manifest())
+    verdicts = [ln.endswith(") ok") for ln in out.stdout.splitlines()]
+    assert out.returncode == 0 and verdicts == [True] * len(zoo.manifest())
