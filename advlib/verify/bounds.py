@@ -432,15 +432,19 @@ def _ibp_output(nodes, box, C):
 
 
 # ------------------------------------------------------------------------------------------- public calls
+def _other_classes(y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """``N x (K-1)``: every class but ``y``, in increasing order (the rows of :func:`margin_matrix`)."""
+    idx = torch.arange(n_classes, device=y.device).expand(len(y), -1)
+    return idx[idx != y[:, None]].view(len(y), n_classes - 1)
+
+
 def margin_matrix(y: torch.Tensor, n_classes: int) -> torch.Tensor:
     """``C`` with rows ``e_y - e_j`` for every ``j != y`` (``N x (K-1) x K``): ``C f(x) > 0`` means
     the prediction is ``y``, so a positive lower bound of every row certifies the sample."""
     if y.dim() != 1 or y.is_floating_point() or (len(y) and (y.min() < 0 or y.max() >= n_classes)):
         raise ValueError(f"margin_matrix needs a 1-D integer tensor of labels in 0..{n_classes - 1}")
     eye = torch.eye(n_classes, device=y.device)
-    others = torch.arange(n_classes, device=y.device).expand(len(y), -1)
-    others = others[others != y[:, None]].view(len(y), n_classes - 1)
-    return eye[y][:, None, :] - eye[others]
+    return eye[y][:, None, :] - eye[_other_classes(y, n_classes)]
 
 
 def _check(model, x, eps, norm, method, C, x_min, x_max):

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bounds import _propagate_chunk, margin_matrix, propagate, trace
+from .bounds import _other_classes, _propagate_chunk, margin_matrix, propagate, trace
 
 __all__ = ["certify", "certified_radius", "certified_accuracy", "ibp_loss"]
 
@@ -76,13 +76,8 @@ def ibp_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, kap
     nodes = trace(model, tuple(x.shape[1:]))
     C = margin_matrix(y, logits.shape[1])
     lower = _propagate_chunk(nodes, x, eps_t, norm, "ibp", C, None, 0.0, 1.0).lower
-    worst = torch.zeros_like(logits).scatter(1, _others(y, logits.shape[1]), -lower)
+    worst = torch.zeros_like(logits).scatter(1, _other_classes(y, logits.shape[1]), -lower)
     return kappa * F.cross_entropy(logits, y) + (1 - kappa) * F.cross_entropy(worst, y)
-
-
-def _others(y: torch.Tensor, k: int) -> torch.Tensor:
-    idx = torch.arange(k, device=y.device).expand(len(y), -1)
-    return idx[idx != y[:, None]].view(len(y), k - 1)
 
 
 def _n_classes(model: nn.Module, x: torch.Tensor) -> int:

@@ -73,12 +73,13 @@ def certify_rotation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, max_deg
     boxes = [rotation_box(x, a, b, samples) for a, b in zip(edges[:-1], edges[1:])]  # 2k pieces
     lo = torch.cat([b[0] for b in boxes])  # piece-major: (2k N) x C x H x W
     hi = torch.cat([b[1] for b in boxes])
-    centre = (lo + hi) / 2
-    n_classes = model(x[:1]).shape[1]
-    ok = torch.cat([(propagate(model, centre[i:i + 500], ((hi - lo) / 2)[i:i + 500].flatten(1).amax(1), "linf",
-                               method, C=margin_matrix(y.repeat(2 * k)[i:i + 500], n_classes),
-                               x_min=lo[i:i + 500], x_max=hi[i:i + 500]).lower > 0).all(1)
-                    for i in range(0, len(lo), 500)]).view(2 * k, len(x))
+    with torch.no_grad():
+        n_classes = model(x[:1]).shape[1]
+    C = margin_matrix(y.repeat(2 * k), n_classes)
+    radius = ((hi - lo) / 2).flatten(1).amax(1)  # the box [lo, hi] lies in the L-inf ball about its centre
+    # propagate splits the batch itself when it is large
+    ok = (propagate(model, (lo + hi) / 2, radius, "linf", method, C=C, x_min=lo, x_max=hi).lower > 0).all(1)
+    ok = ok.view(2 * k, len(x))
     pos, neg = ok[k:], ok[:k].flip(0)  # pieces moving away from 0 on each side
     n_pos = torch.where(pos.all(0), k, (~pos).float().argmax(0))
     n_neg = torch.where(neg.all(0), k, (~neg).float().argmax(0))
