@@ -1,15 +1,18 @@
 """A plain, readable training loop with progress bars and held-out accuracy."""
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["fit", "predict", "accuracy", "require_eval", "random_shift", "random_crop_flip"]
+from .threat import require_eval
+
+__all__ = ["fit", "predict", "accuracy", "require_eval", "random_shift", "random_crop_flip", "Recipe", "RECIPES",
+           "register_recipe", "recipe"]
 
 
 @torch.no_grad()
@@ -26,15 +29,6 @@ def accuracy(model: nn.Module, x, y: torch.Tensor | None = None, batch_size: int
     if len(x) == 0:
         raise ValueError("accuracy of an empty set is undefined")
     return (predict(model, x, batch_size).cpu() == y.cpu()).float().mean().item()
-
-
-def require_eval(model: nn.Module, who: str = "this function") -> None:
-    """Warn and switch a model to eval mode: dropout and batch-norm statistics must not change
-    while we attack or certify it."""
-    if model.training:
-        warnings.warn(f"{who} got a model in train mode; switching it to eval mode (call model.eval() "
-                      "yourself to silence this).", stacklevel=3)
-        model.eval()
 
 
 def fit(model: nn.Module, train, test=None, *, epochs: int, lr: float = 1e-3, batch_size: int = 128,
@@ -130,3 +124,40 @@ def random_crop_flip(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torc
     out = random_shift(model, x, y, pad=4)
     flip = torch.rand(len(x), device=x.device) < 0.5
     return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+# ------------------------------------------------------------------------------------ training recipes
+@dataclass(frozen=True)
+class Recipe:
+    """How to train robustly, as the two hooks of :func:`fit`: ``perturb(model, x, y)`` replaces each
+    batch (e.g. by adversarial examples), ``loss(model, x, y, progress)`` replaces cross-entropy
+    (e.g. a certified-training loss). Either may be ``None``."""
+
+    name: str
+    perturb: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    loss: Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None
+
+
+#: robust-training recipes by name: ``name -> factory(**params) -> Recipe``. The parts that own the
+#: methods register them (:mod:`advlib.defenses`: adversarial training; certified training); the
+#: zoo's entries name a recipe and its parameters.
+RECIPES: dict[str, Callable[..., Recipe]] = {}
+
+
+def register_recipe(name: str):
+    """Decorator: register a recipe factory under ``name`` (an error if the name is taken)."""
+    def add(factory: Callable[..., Recipe]) -> Callable[..., Recipe]:
+        if name in RECIPES and RECIPES[name] is not factory:
+            raise ValueError(f"a training recipe named {name!r} is already registered ({RECIPES[name]})")
+        RECIPES[name] = factory
+        return factory
+    return add
+
+
+def recipe(name: str, **params) -> Recipe:
+    """The registered recipe ``name`` with its parameters, e.g. ``recipe("pgd", eps=0.1)``."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown training recipe {name!r}; registered: {sorted(RECIPES)} "
+                         "(import advlib registers the library's own)")
+    return RECIPES[name](**params)
+

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import check_inputs, lp_norm, margin, project, step_size
+from ..threat import check_count, check_inputs, clip_box, lp_norm, margin, parse_norm, per_example, project
+from ._common import step_size
 
 __all__ = ["fgsm", "pgd"]
 
@@ -32,15 +33,17 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, targ
     return (x + eps * grad.sign()).clamp(0, 1).detach()
 
 
-def _random_start(x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+def _random_start(x: torch.Tensor, eps, norm: str) -> torch.Tensor:
+    """A random point of the ball (``eps`` a number or one per example), clipped to the box."""
+    eps = per_example(eps, x)
     if norm == "linf":
         delta = (torch.rand_like(x) * 2 - 1) * eps
     else:  # a random direction (Gaussian for L2, Laplace for L1) at a radius uniform in [0, eps]
         # (not uniform in the ball: in d = 64 dimensions that puts almost every start on the surface)
         delta = torch.randn_like(x) if norm == "l2" else torch.distributions.Laplace(0.0, 1.0).sample(x.shape).to(x)
         delta = delta / lp_norm(delta, norm).clamp(min=1e-12).view(-1, *[1] * (x.dim() - 1))
-        delta = delta * (eps * torch.rand(len(x), device=x.device)).view(-1, *[1] * (x.dim() - 1))
-    return (x + delta).clamp(0, 1) - x
+        delta = delta * eps * torch.rand(len(x), device=x.device).view(-1, *[1] * (x.dim() - 1))
+    return clip_box(x, delta)
 
 
 def _step(grad: torch.Tensor, norm: str, x_adv: torch.Tensor | None = None) -> torch.Tensor:
@@ -59,26 +62,27 @@ def _step(grad: torch.Tensor, norm: str, x_adv: torch.Tensor | None = None) -> t
     return torch.zeros_like(flat).scatter(1, top, flat.gather(1, top).sign()).view_as(grad)
 
 
-def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float | None = None,
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps, alpha: float | None = None,
         steps: int, norm: str = "linf", random_start: bool = True, targeted: bool = False, loss: str = "ce",
         restarts: int = 1, schedule: str = "constant") -> torch.Tensor:
     """Projected gradient descent (Madry et al., 2018, eq. 2), in the L-inf, L2 or L1 ball:
 
         delta <- Proj_{||delta|| <= eps, x + delta in [0, 1]} (delta + alpha_t * s(grad_delta loss))
 
-    with ``s`` the unit steepest-ascent direction of the norm (sign for L-inf). ``alpha`` defaults to
-    ``2.5 * eps / steps`` (Madry et al.); ``schedule="cosine"`` decays it to 0. Without random start
+    with ``s`` the unit steepest-ascent direction of the norm (sign for L-inf). ``eps`` is a number or
+    one radius per example (a tensor of length N). ``alpha`` defaults to ``2.5 * eps / steps`` (Madry
+    et al.; per example when ``eps`` is); ``schedule="cosine"`` decays it to 0. Without random start
     and with ``restarts=1`` this is I-FGSM / BIM (Kurakin et al., 2017). ``loss`` is cross-entropy
     (``"ce"``) or the C&W margin (``"cw"``). With restarts, each example keeps a run that fools the
     model (reaches the target) if any does, else the run that reached the highest loss, so more
     restarts never help the model. All examples of a step share one forward and one backward pass.
     """
     check_inputs(model, x, y, who="pgd", eps=eps, steps=steps, norm=norm)
-    if restarts < 1:
-        raise ValueError(f"pgd: restarts must be >= 1, got {restarts}")
+    norm = parse_norm(norm, "pgd")
+    check_count(restarts, "pgd", "restarts", 1)
     if schedule not in ("constant", "cosine"):
         raise ValueError(f"pgd: schedule must be 'constant' or 'cosine', got {schedule!r}")
-    alpha = step_size("pgd", alpha, eps, steps)
+    alpha = per_example(step_size("pgd", alpha, eps, steps), x)
     x, y = x.detach(), y.detach()
     best, best_loss = x.clone(), torch.full((len(x),), -torch.inf, device=x.device)
     best_hit = torch.zeros(len(x), dtype=torch.bool, device=x.device)
@@ -89,8 +93,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha
             delta.requires_grad_(True)
             (grad,) = torch.autograd.grad(_loss(model(x + delta), y, loss, targeted).sum(), delta)
             x_now = x + delta.detach() if norm == "l1" else None  # only the L1 step needs the point
-            delta = project(delta.detach() + a * _step(grad, norm, x_now), eps, norm)
-            delta = (x + delta).clamp(0, 1) - x
+            delta = clip_box(x, project(delta.detach() + a * _step(grad, norm, x_now), eps, norm))
         if restarts == 1:  # nothing to choose between: skip the extra forward pass
             return (x + delta).detach()
         with torch.no_grad():

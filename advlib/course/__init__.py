@@ -11,9 +11,9 @@ from __future__ import annotations
 import platform
 import sys
 
-from .exercises import ExerciseError, attempt
+from .exercises import ExerciseError, attempt, or_reference
 
-__all__ = ["check_environment", "attempt", "ExerciseError"]
+__all__ = ["check_environment", "attempt", "or_reference", "ExerciseError"]
 
 
 def check_environment(verbose: bool = True) -> dict:

@@ -1,6 +1,7 @@
 """The machinery behind every exercise check."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 
@@ -20,3 +21,25 @@ def attempt(check: Callable[[], None], *, title: str, strict: bool) -> None:
               "(or open the solution below).")
         return
     print(f"✓ {title}: correct.")
+
+
+def or_reference(answer: Callable, reference: Callable, *, title: str) -> Callable:
+    """``answer`` where the learner has written it, else ``reference``: what later cells call, so a
+    notebook whose exercise is still a stub (it raises ``NotImplementedError``) runs to the end.
+
+    The first call that finds the stub prints once that the reference stands in for it.
+    """
+    told = False
+
+    @functools.wraps(reference)
+    def call(*args, **kwargs):
+        nonlocal told
+        try:
+            return answer(*args, **kwargs)
+        except NotImplementedError:
+            if not told:
+                print(f"… {title} is not attempted yet: the cells below use the library's reference instead.")
+                told = True
+            return reference(*args, **kwargs)
+
+    return call

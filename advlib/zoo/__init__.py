@@ -25,7 +25,7 @@ from .. import data as _data
 from ..models import build
 from ..runtime import device as _default_device
 from ..runtime import seed_everything
-from ..train import accuracy, fit, random_crop_flip, random_shift
+from ..train import accuracy, fit, random_crop_flip, random_shift, recipe
 
 __all__ = ["Entry", "ENTRIES", "load", "train", "save", "entries", "weights_dir", "cache_dir", "manifest"]
 
@@ -45,7 +45,8 @@ class Entry:
     weight_decay: float = 0.0
     optimizer: str = "adam"
     augment: str = ""  # "", "shift" (1-pixel shifts) or "crop-flip" (CIFAR)
-    robust: str = ""  # "", "pgd:EPS" (Madry et al. adversarial training) or "ibp:EPS" (Gowal et al. IBP training)
+    robust: str = ""  # a training recipe of advlib.train.RECIPES ("pgd", "ibp", ...), "" for standard training
+    robust_kwargs: dict = field(default_factory=dict)  # its parameters, e.g. {"eps": 0.1}
     seed: int = 0
     shipped: bool = False
     description: str = ""
@@ -69,13 +70,21 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
           epochs=60, lr=2e-3, batch_size=64, weight_decay=1e-4, augment="shift", shipped=True,
           description="2 conv + 2 dense layers (ReLU) on the 8x8 digits, trained with 1-pixel shifts"),
     Entry("digits-mlp-pgd", 1, "digits", "mlp", {"in_shape": (1, 8, 8), "hidden": (100, 100)},
-          epochs=40, lr=2e-3, batch_size=64, weight_decay=1e-4, robust="pgd:0.1", shipped=True,
+          epochs=40, lr=2e-3, batch_size=64, weight_decay=1e-4, shipped=True,
+          robust="pgd", robust_kwargs={"eps": 0.1},
           description="digits-mlp trained on PGD-10 examples (L-inf, eps 0.1; Madry et al. 2018)"),
     Entry("digits-mlp-ibp", 1, "digits", "mlp", {"in_shape": (1, 8, 8), "hidden": (100, 100)},
-          epochs=60, lr=2e-3, batch_size=64, weight_decay=0.0, robust="ibp:0.1", shipped=True,
+          epochs=60, lr=2e-3, batch_size=64, weight_decay=0.0, shipped=True,
+          robust="ibp", robust_kwargs={"eps": 0.1},
           description="digits-mlp trained with the IBP loss (L-inf, eps ramped to 0.1; Gowal et al. 2018)"),
     Entry("mnist-mlp", 1, "mnist", "mlp", {"in_shape": (1, 28, 28), "hidden": (256, 256)},
           epochs=10, lr=1e-3, batch_size=128, description="MLP 784-256-256-10 on MNIST"),
+    Entry("mnist-mlp-pgd", 1, "mnist", "mlp", {"in_shape": (1, 28, 28), "hidden": (256, 256)},
+          epochs=20, lr=1e-3, batch_size=128, robust="pgd", robust_kwargs={"eps": 0.1},
+          description="mnist-mlp trained on PGD-10 examples (L-inf, eps 0.1; Madry et al. 2018)"),
+    Entry("mnist-mlp-ibp", 1, "mnist", "mlp", {"in_shape": (1, 28, 28), "hidden": (256, 256)},
+          epochs=30, lr=1e-3, batch_size=128, robust="ibp", robust_kwargs={"eps": 0.1},
+          description="mnist-mlp trained with the IBP loss (L-inf, eps ramped to 0.1; Gowal et al. 2018)"),
     Entry("mnist-cnn", 1, "mnist", "cnn", {"in_shape": (1, 28, 28), "channels": (16, 32), "strides": (2, 2)},
           epochs=10, lr=1e-3, batch_size=128, description="the 'small' certified-training CNN on MNIST"),
     Entry("fashion-mnist-cnn", 1, "fashion-mnist", "cnn",
@@ -88,31 +97,6 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
 
 
 _AUGMENT = {"": None, "shift": random_shift, "crop-flip": random_crop_flip}
-
-
-def _robust_hooks(spec: str):
-    """The ``perturb`` / ``loss`` hooks of :func:`advlib.train.fit` for a robust-training recipe."""
-    if not spec:
-        return None, None
-    kind, eps = spec.split(":")
-    eps = float(eps)
-    if kind == "pgd":  # Madry et al. 2018: train on PGD-10 examples (random start, step 2.5 eps / 10)
-        from ..attacks import pgd
-
-        def perturb(model, x, y):
-            model.eval()
-            x_adv = pgd(model, x, y, eps=eps, steps=10, norm="linf")
-            model.train()
-            return x_adv
-        return perturb, None
-    if kind == "ibp":  # Gowal et al. 2018: clean warm-up (10%), then eps and kappa ramp (10-60%)
-        from ..verify import ibp_loss
-
-        def loss(model, x, y, progress):
-            ramp = min(max((progress - 0.1) / 0.5, 0.0), 1.0)
-            return ibp_loss(model, x, y, eps=eps * ramp, kappa=1.0 - 0.5 * ramp)
-        return None, loss
-    raise ValueError(f"unknown robust-training recipe {spec!r}; use 'pgd:EPS' or 'ibp:EPS'")
 
 
 def entries() -> list[Entry]:
@@ -157,7 +141,8 @@ def train(name: str, *, device=None, progress: bool = True) -> tuple[nn.Module, 
     dims = [0] + list(range(2, tr.x.dim()))
     model = build(e.arch, n_classes=tr.n_classes, mean=tr.x.mean(dims).tolist(),
                   std=tr.x.std(dims).tolist(), **e.arch_kwargs).to(dev)
-    perturb, loss = _robust_hooks(e.robust)
+    r = recipe(e.robust, **e.robust_kwargs) if e.robust else None
+    perturb, loss = (r.perturb, r.loss) if r else (None, None)
     if perturb is not None and e.augment:
         raise ValueError(f"{name}: a recipe has either an augmentation or adversarial training, not both")
     fit(model, tr, te, epochs=e.epochs, lr=e.lr, batch_size=e.batch_size, weight_decay=e.weight_decay,

@@ -1,0 +1,45 @@
+"""Robust-training recipes, registered by name in :data:`advlib.train.RECIPES`."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..attacks import pgd
+from ..threat import check_budget, check_count
+from ..train import Recipe, register_recipe
+from ..verify import ibp_loss
+
+__all__ = ["pgd_training", "ibp_training"]
+
+
+@register_recipe("pgd")
+def pgd_training(eps: float, steps: int = 10, norm: str = "linf") -> Recipe:
+    """Adversarial training (Madry et al., 2018, eq. 2.1): minimise the loss on PGD examples,
+    ``min_theta E max_{||delta|| <= eps} CE(f(x + delta), y)``, the inner maximum approximated by
+    ``steps`` of PGD with random start and Madry's step ``2.5 eps / steps``. The model is attacked
+    in eval mode (batch-norm statistics untouched) and trained in train mode."""
+    eps = check_budget(eps, "pgd_training")
+    steps = check_count(steps, "pgd_training", "steps", 1)
+
+    def perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        model.eval()
+        x_adv = pgd(model, x, y, eps=eps, steps=steps, norm=norm)
+        model.train()
+        return x_adv
+
+    return Recipe("pgd", perturb=perturb)
+
+
+@register_recipe("ibp")
+def ibp_training(eps: float, warmup: float = 0.1, ramp: float = 0.5, kappa_end: float = 0.5) -> Recipe:
+    """Certified training with interval bounds (Gowal et al., 2018, eq. 12 and its schedule): a clean
+    warm-up for the first ``warmup`` of training, then over the next ``ramp`` the radius grows
+    linearly from 0 to ``eps`` while the weight ``kappa`` of the clean loss falls from 1 to
+    ``kappa_end``; the loss is :func:`advlib.verify.ibp_loss`."""
+    eps = check_budget(eps, "ibp_training")
+
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, progress: float) -> torch.Tensor:
+        t = min(max((progress - warmup) / ramp, 0.0), 1.0)
+        return ibp_loss(model, x, y, eps=eps * t, kappa=1.0 - (1.0 - kappa_end) * t)
+
+    return Recipe("ibp", loss=loss)
