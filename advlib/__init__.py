@@ -13,5 +13,5 @@ from .profiles import PROFILES, Profile, profile
 from .runtime import device, seed_everything
 
 __version__ = "0.1.0"
-__all__ = ["PROFILES", "Profile", "profile", "device", "seed_everything", "attacks", "data", "models", "threat", "train",
-           "zoo", "__version__"]
+__all__ = ["PROFILES", "Profile", "profile", "device", "seed_everything", "threat", "attacks", "data", "defenses",
+           "models", "train", "verify", "zoo", "__version__"]

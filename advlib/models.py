@@ -7,6 +7,7 @@ input space a person sees. The models are plain ``nn.Sequential`` stacks of stan
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -113,4 +114,8 @@ def build(arch: str, **kwargs) -> nn.Sequential:
     """Build an architecture by name (``mlp``, ``cnn``, ``resnet``) with its keyword arguments."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[arch](**kwargs)
+    model = ARCHITECTURES[arch](**kwargs)
+    # the input shape it was built for (C x H x W): the input checks of advlib.threat compare with it
+    default = inspect.signature(ARCHITECTURES[arch]).parameters["in_shape"].default
+    model.in_shape = tuple(kwargs.get("in_shape", default))
+    return model

@@ -222,11 +222,21 @@ def check_model_input(model: nn.Module, x: torch.Tensor, who: str) -> int:
         raise ValueError(f"{who}: x is on {x.device} but the model is on {p.device}; move one of them "
                          f"(x.to({str(p.device)!r}))")
     require_eval(model, who)
+    expected = getattr(model, "in_shape", None)  # set by advlib.models.build
+    if expected is not None and tuple(x.shape[1:]) != tuple(expected):
+        if tuple(x.shape) == tuple(expected):
+            raise ValueError(f"{who}: x has shape {tuple(x.shape)}, the shape of one input of this model, not of a "
+                             "batch; a single input needs a batch dimension: x[None]")
+        raise ValueError(f"{who}: the model does not accept inputs of shape {tuple(x.shape[1:])}: it was built "
+                         f"for {tuple(expected)} (C x H x W); resize the inputs or use a model of their size")
     try:
         with torch.no_grad():
             out = model(x[:1])
     except RuntimeError as err:
         said = str(err).splitlines()[0]
+        if _accepts(model, x[None]):
+            raise ValueError(f"{who}: x has shape {tuple(x.shape)}, which the model takes as one input, not a "
+                             "batch; a single input needs a batch dimension: x[None]") from None
         raise ValueError(f"{who}: the model does not accept inputs of shape {tuple(x.shape[1:])} (torch says: "
                          f"{said}); give it inputs of the size and channels it was trained on (e.g. the "
                          "profile's data set)") from None
@@ -234,6 +244,14 @@ def check_model_input(model: nn.Module, x: torch.Tensor, who: str) -> int:
         raise ValueError(f"{who}: the model must return logits N x K for a batch of N inputs; it returned "
                          f"shape {tuple(out.shape)} for 1 input")
     return out.shape[1]
+
+
+def _accepts(model: nn.Module, x: torch.Tensor) -> bool:
+    try:
+        with torch.no_grad():
+            return model(x[:1]).dim() == 2
+    except RuntimeError:
+        return False
 
 
 def n_classes(model: nn.Module, x: torch.Tensor) -> int:

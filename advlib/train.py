@@ -9,26 +9,28 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .threat import require_eval
+from .threat import chunks, require_eval
 
 __all__ = ["fit", "predict", "accuracy", "require_eval", "random_shift", "random_crop_flip", "Recipe", "RECIPES",
            "register_recipe", "recipe"]
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Predicted labels of ``x`` in batches, on the model's device."""
+def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Predicted labels of ``x``, in memory-sized batches on the model's device."""
     dev = next(model.parameters()).device
-    return torch.cat([model(x[i:i + batch_size].to(dev)).argmax(1) for i in range(0, len(x), batch_size)])
+    if len(x) == 0:
+        return torch.zeros(0, dtype=torch.long, device=dev)
+    return torch.cat([model(x[s].to(dev)).argmax(1) for s in chunks(len(x), 64 * x[0].numel())])
 
 
-def accuracy(model: nn.Module, x, y: torch.Tensor | None = None, batch_size: int = 1000) -> float:
+def accuracy(model: nn.Module, x, y: torch.Tensor | None = None) -> float:
     """Top-1 accuracy of ``model`` on inputs ``x`` and labels ``y`` (or on a dataset of ``(x, y)``)."""
     if y is None:
         x, y = x[:]
     if len(x) == 0:
         raise ValueError("accuracy of an empty set is undefined")
-    return (predict(model, x, batch_size).cpu() == y.cpu()).float().mean().item()
+    return (predict(model, x).cpu() == y.cpu()).float().mean().item()
 
 
 def fit(model: nn.Module, train, test=None, *, epochs: int, lr: float = 1e-3, batch_size: int = 128,

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import check_inputs, project, step_size
+from ..threat import check_batch, check_count, check_inputs, chunks, clip_box, project
+from ._common import step_size
 from .pgd import _loss, _random_start, _step
 
 __all__ = ["random_transform", "eot_pgd", "eot_success"]
@@ -69,8 +70,7 @@ def eot_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, s
     repeated ``samples`` times). ``alpha`` defaults to ``2.5 * eps / steps``. Returns ``x + delta``
     (untransformed: the object the attacker would print)."""
     check_inputs(model, x, y, who="eot_pgd", eps=eps, steps=steps, norm=norm)
-    if int(samples) != samples or samples < 1:
-        raise ValueError(f"eot_pgd: samples must be a positive integer, got {samples}")
+    samples = check_count(samples, "eot_pgd", "samples", 1)
     alpha = step_size("eot_pgd", alpha, eps, steps)
     x, y = x.detach(), y.detach()
     y_rep = y.repeat(int(samples))
@@ -79,26 +79,21 @@ def eot_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, s
         delta.requires_grad_(True)
         x_rep = (x + delta).repeat(int(samples), *[1] * (x.dim() - 1))  # samples * N inputs
         (grad,) = torch.autograd.grad(_loss(model(transform(x_rep)), y_rep, loss, targeted).sum(), delta)
-        delta = project(delta.detach() + alpha * _step(grad, norm, x + delta.detach()), eps, norm)
-        delta = (x + delta).clamp(0, 1) - x
+        delta = clip_box(x, project(delta.detach() + alpha * _step(grad, norm, x + delta.detach()), eps, norm))
     return (x + delta).detach()
 
 
 @torch.no_grad()
 def eot_success(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, transform: Transform,
-                samples: int = 64, targeted: bool = False, chunk: int = 8192) -> torch.Tensor:
+                samples: int = 64, targeted: bool = False) -> torch.Tensor:
     """Per input, the fraction of ``samples`` random transformations under which ``x_adv`` still
     fools ``model``: predicted label != ``y`` (untargeted) or == ``y`` (targeted). A tensor of
     length N; ``.mean()`` is the attack's success rate in the "physical" world of ``transform``."""
-    if int(samples) != samples or samples < 1:
-        raise ValueError(f"eot_success: samples must be a positive integer, got {samples}")
+    check_batch(x_adv, "eot_success")
+    samples = check_count(samples, "eot_success", "samples", 1)
     hits = torch.zeros(len(x_adv), device=x_adv.device)
-    per = max(1, chunk // max(len(x_adv), 1))  # transformations per forward pass
-    done = 0
-    while done < samples:
-        k = min(per, samples - done)
+    for s in chunks(samples, x_adv.numel()):  # as many transformed copies of the batch as fit
+        k = s.stop - s.start
         pred = model(transform(x_adv.repeat(k, *[1] * (x_adv.dim() - 1)))).argmax(1).view(k, -1)
-        hit = pred == y if targeted else pred != y
-        hits += hit.float().sum(0)
-        done += k
+        hits += (pred == y if targeted else pred != y).float().sum(0)
     return hits / samples

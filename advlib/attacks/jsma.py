@@ -12,16 +12,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import check_inputs
+from ..threat import check_inputs, chunks
 
 __all__ = ["jsma"]
 
 
 def _jsma_targeted(model: nn.Module, x: torch.Tensor, t: torch.Tensor, theta: float, gamma: float) -> torch.Tensor:
-    """Batched targeted JSMA; in chunks so that the pair scores (chunk x d x d) stay ~2e7 entries."""
-    chunk = max(1, 20_000_000 // x[0].numel() ** 2)
-    return torch.cat([_jsma_chunk(model, x[i:i + chunk], t[i:i + chunk], theta, gamma)
-                      for i in range(0, len(x), chunk)])
+    """Batched targeted JSMA, in memory-sized chunks: the pair scores are d x d per input."""
+    return torch.cat([_jsma_chunk(model, x[s], t[s], theta, gamma) for s in chunks(len(x), x[0].numel() ** 2)])
 
 
 def _jsma_chunk(model: nn.Module, x: torch.Tensor, t: torch.Tensor, theta: float, gamma: float) -> torch.Tensor:

@@ -15,7 +15,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ._common import check_inputs, project, step_size
+from ..threat import check_budget, check_inputs, chunks, clip_box, project
+from ._common import step_size
 from .pgd import _loss, _step
 
 __all__ = ["universal", "apply_universal", "project_simplex", "MinMaxResult", "minmax_ensemble",
@@ -24,8 +25,7 @@ __all__ = ["universal", "apply_universal", "project_simplex", "MinMaxResult", "m
 
 def _check_budget(who: str, **named: float) -> None:
     for name, v in named.items():
-        if v is None or not (v >= 0) or v == float("inf"):
-            raise ValueError(f"{who}: {name} must be a finite number >= 0, got {v}")
+        check_budget(v, who, name=name)
 
 
 def apply_universal(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -67,8 +67,8 @@ def universal(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
 
     def mean_loss(d: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return torch.cat([_loss(model((x[i:i + 1000] + d).clamp(0, 1)), y[i:i + 1000], loss, targeted)
-                              for i in range(0, len(x), 1000)]).mean()
+            return torch.cat([_loss(model((x[s] + d).clamp(0, 1)), y[s], loss, targeted)
+                              for s in chunks(len(x), x[0].numel())]).mean()
 
     for t in range(steps):
         i = (t * bs) % len(x)
@@ -183,7 +183,7 @@ def minmax_ensemble(models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tenso
 
     w0 = torch.full((len(x), K) if per_input else (K,), 1.0 / K, device=x.device)
     return _minmax(losses, torch.zeros_like(x), w0, eps=eps, steps=steps, alpha=alpha, beta=beta, gamma=gamma,
-                   norm=norm, clip=lambda d: (x + d).clamp(0, 1) - x)
+                   norm=norm, clip=lambda d: clip_box(x, d))
 
 
 def average_ensemble(models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int,
