@@ -15,20 +15,9 @@ import advlib
 from advlib import attacks as A
 from advlib.train import predict
 
-N = 200  # test points of the strength checks
+N = N_DIGITS = 200  # test points of the strength checks (the shared `digits` fixture reads N_DIGITS)
 TOL = {"linf": 1e-6, "l2": 1e-5, "l1": 1e-5}
 
-
-
-@pytest.fixture(scope="module")
-def digits():
-    te = advlib.data.load("digits", "test")
-    return te.x[:N], te.y[:N]
-
-
-@pytest.fixture(scope="module")
-def models():
-    return {name: advlib.zoo.load(name, "cpu") for name in ("digits-cnn", "digits-mlp")}
 
 
 def _in_threat_model(x_adv, x, eps, norm):

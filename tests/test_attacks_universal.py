@@ -11,25 +11,8 @@ import advlib
 from advlib import attacks as A
 from advlib.train import predict
 
-N = 200  # test points of the strength checks
+N = N_DIGITS = 200  # test points of the strength checks (the shared `digits` fixture reads N_DIGITS)
 
-
-
-@pytest.fixture(scope="module")
-def digits():
-    te = advlib.data.load("digits", "test")
-    return te.x[:N], te.y[:N]
-
-
-@pytest.fixture(scope="module")
-def train_digits():
-    tr = advlib.data.load("digits", "train")
-    return tr.x[:N], tr.y[:N]
-
-
-@pytest.fixture(scope="module")
-def models():
-    return {name: advlib.zoo.load(name, "cpu") for name in ("digits-cnn", "digits-mlp")}
 
 
 @pytest.fixture(scope="module")

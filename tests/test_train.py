@@ -2,69 +2,63 @@
 import pytest
 import torch
 
-import advlib
 from advlib.models import mlp
 from advlib.train import accuracy, fit, predict, random_crop_flip, random_shift, require_eval
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return advlib.data.load("digits", "train"), advlib.data.load("digits", "test")
-
-
-def _train(digits, **kw):
-    tr, te = digits
+def _train(digits_splits, **kw):
+    tr, te = digits_splits["train"], digits_splits["test"]
     torch.manual_seed(0)
     model = mlp((1, 8, 8), hidden=(32,), mean=[0.3], std=[0.4])
     hist = fit(model, tr, te, epochs=kw.pop("epochs", 4), lr=3e-3, batch_size=64, progress=False, **kw)
     return model, hist
 
 
-def test_fit_learns_and_reports_history(digits):
-    model, hist = _train(digits)
+def test_fit_learns_and_reports_history(digits_splits):
+    model, hist = _train(digits_splits)
     assert not model.training
     assert len(hist["loss"]) == len(hist["test_acc"]) == 4
     assert hist["loss"][-1] < hist["loss"][0]
-    assert hist["test_acc"][-1] == pytest.approx(accuracy(model, digits[1]))
+    assert hist["test_acc"][-1] == pytest.approx(accuracy(model, digits_splits["test"]))
     assert hist["test_acc"][-1] > 0.85
 
 
-def test_fit_is_reproducible(digits):
-    a, _ = _train(digits, seed=5)
-    b, _ = _train(digits, seed=5)
-    c, _ = _train(digits, seed=6)
+def test_fit_is_reproducible(digits_splits):
+    a, _ = _train(digits_splits, seed=5)
+    b, _ = _train(digits_splits, seed=5)
+    c, _ = _train(digits_splits, seed=6)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
 
 
-def test_perturb_hook_sees_every_batch(digits):
+def test_perturb_hook_sees_every_batch(digits_splits):
     calls = []
 
     def noise(model, x, y):
         calls.append(len(x))
         return (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
 
-    _train(digits, epochs=1, perturb=noise)
-    assert sum(calls) == len(digits[0])
+    _train(digits_splits, epochs=1, perturb=noise)
+    assert sum(calls) == len(digits_splits["train"])
 
 
-def test_fit_rejects_nonsense(digits):
+def test_fit_rejects_nonsense(digits_splits):
     with pytest.raises(ValueError):
-        fit(mlp(), digits[0], epochs=0)
+        fit(mlp(), digits_splits["train"], epochs=0)
     with pytest.raises(ValueError, match="optimizer"):
-        fit(mlp(), digits[0], epochs=1, optimizer="lbfgs")
-    x, y = digits[0][:]
+        fit(mlp(), digits_splits["train"], epochs=1, optimizer="lbfgs")
+    x, y = digits_splits["train"][:]
     with pytest.raises(ValueError, match=r"labels must lie in 0\.\.4"):
         fit(mlp(n_classes=5), torch.utils.data.TensorDataset(x, y), epochs=1)
     with pytest.raises(ValueError, match="int64"):
         fit(mlp(), torch.utils.data.TensorDataset(x, y.float()), epochs=1)
 
 
-def test_predict_and_accuracy_agree_across_batch_sizes(digits):
-    model, _ = _train(digits, epochs=1)
-    x, y = digits[1][:]
+def test_predict_and_accuracy_agree_across_batch_sizes(digits_splits):
+    model, _ = _train(digits_splits, epochs=1)
+    x, y = digits_splits["test"][:]
     assert torch.equal(predict(model, x, 7), predict(model, x, 1000))
-    assert accuracy(model, x, y) == accuracy(model, digits[1])
+    assert accuracy(model, x, y) == accuracy(model, digits_splits["test"])
     with pytest.raises(ValueError):
         accuracy(model, x[:0], y[:0])
 
@@ -87,14 +81,14 @@ def test_require_eval_warns_and_switches():
     assert not model.training
 
 
-def test_loss_hook_replaces_the_loss_and_sees_the_progress(digits):
+def test_loss_hook_replaces_the_loss_and_sees_the_progress(digits_splits):
     seen = []
 
     def loss(model, x, y, progress):
         seen.append(progress)
         return torch.nn.functional.cross_entropy(model(x), y) * 0 + (model(x) ** 2).mean()
 
-    _, hist = _train(digits, epochs=2, loss=loss)
+    _, hist = _train(digits_splits, epochs=2, loss=loss)
     steps = len(seen) // 2
     assert len(seen) == 2 * steps and seen[0] == 0 and seen == sorted(seen) and seen[-1] < 1
     assert seen[steps] == pytest.approx(0.5)

@@ -1,0 +1,61 @@
+"""Fixtures shared by the unit tests: the bundled digits and the shipped zoo models, loaded once a
+session (each xdist worker has its own session).
+
+``digits`` gives the first ``N_DIGITS`` held-out digits (a module sets ``N_DIGITS``; default 200),
+``train_digits`` the first ``N_DIGITS`` training digits; ``models`` the standard pair
+(``digits-cnn``, ``digits-mlp``), ``mlp`` / ``cnn`` one of them, ``zoo_model(name)`` any shipped
+entry. The models are shared: a test that changes one (train mode, weights) must work on a copy.
+"""
+import pytest
+
+import advlib
+
+
+@pytest.fixture(scope="session")
+def digits_splits():
+    return {split: advlib.data.load("digits", split) for split in ("train", "test")}
+
+
+def _first(ds, request):
+    n = getattr(request.module, "N_DIGITS", 200)
+    return ds.x[:n], ds.y[:n]
+
+
+@pytest.fixture
+def digits(digits_splits, request):
+    """``(x, y)``: the first ``N_DIGITS`` held-out digits (N x 1 x 8 x 8 in [0, 1], labels)."""
+    return _first(digits_splits["test"], request)
+
+
+@pytest.fixture
+def train_digits(digits_splits, request):
+    """``(x, y)``: the first ``N_DIGITS`` training digits."""
+    return _first(digits_splits["train"], request)
+
+
+@pytest.fixture(scope="session")
+def zoo_model():
+    """``zoo_model(name)``: a shipped zoo model on the CPU, in eval mode, loaded once a session."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = advlib.zoo.load(name, "cpu")
+        return cache[name].eval()
+
+    return get
+
+
+@pytest.fixture
+def models(zoo_model):
+    return {name: zoo_model(name) for name in ("digits-cnn", "digits-mlp")}
+
+
+@pytest.fixture
+def mlp(zoo_model):
+    return zoo_model("digits-mlp")
+
+
+@pytest.fixture
+def cnn(zoo_model):
+    return zoo_model("digits-cnn")
