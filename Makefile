@@ -10,13 +10,18 @@ STAMP  := $(VENV)/.installed
 # pytest workers (notebooks are spread by file)
 JOBS   ?= 2
 
-.PHONY: course test install notebooks lab clean
+.PHONY: course test full-toy install notebooks lab clean
 
 course: $(STAMP) notebooks
 	ADVLIB_PROFILE=$${ADVLIB_PROFILE:-fast} $(BIN)/python book/build.py --execute force
 
 test: $(STAMP) notebooks
 	ADVLIB_PROFILE=fast $(BIN)/python -m pytest -n $(JOBS) --dist loadfile
+
+# Every lecture in the full profile (MNIST 28x28, the mnist-* zoo) at toy size, on toy files in
+# the real MNIST format that the test writes; part of `make test` too.
+full-toy: $(STAMP) notebooks
+	$(BIN)/python -m pytest tests/test_full_profile.py
 
 install: $(STAMP)
 
@@ -34,9 +39,14 @@ $(STAMP): pyproject.toml
 notebooks: $(STAMP)
 	$(BIN)/jupytext --sync lectures/[0-9][0-9]_*.md
 
-# Open the lectures in JupyterLab.
+# Open the lectures in JupyterLab with the project's settings (jupyter/, found through
+# JUPYTER_CONFIG_PATH; nothing to set up in your home): a lecture's .md opens as a notebook, its
+# generated .ipynb pair is not listed, no first-run pop-ups; the repository is the lab's root, and
+# it starts in lectures/. Add options with LAB_ARGS, e.g. LAB_ARGS=--allow-root in a container
+# that runs as root, or LAB_ARGS='--no-browser --port=8890'.
+LAB_ARGS ?=
 lab: $(STAMP) notebooks
-	$(BIN)/jupyter lab lectures/
+	JUPYTER_CONFIG_PATH="$(CURDIR)/jupyter$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" $(BIN)/jupyter lab $(LAB_ARGS)
 
 clean:
 	rm -rf book/_build book/_vendor .pytest_cache .jupyter_cache

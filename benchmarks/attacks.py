@@ -5,9 +5,12 @@
 For each zoo model of the fast profile: PGD-L-inf at equal budgets (eps, steps, step size, one
 random start) in advlib, a plain hand-written loop (the lower bound: one forward and one backward
 pass per step), torchattacks, foolbox and ART: median time over repeats, the ratio to the plain
-loop, and robust accuracy. Then, when advlib has them, C&W-L2 and EAD against foolbox's and
-torchattacks' versions: success rate, median distortion, time. Timings are measured here and now,
-never asserted (the tests only check that this script runs).
+loop, and robust accuracy. Then C&W-L2 against foolbox's (and torchattacks' c=1 C&W) and EAD
+against torchattacks' EADEN on 100 digits: median time of interleaved runs and its ratio to the
+reference, success rate, median L0 / L1 / L2, and the work each does, counted (forward calls,
+inputs evaluated, inputs back-propagated: deterministic, unlike the time). Timings are measured
+here and now, never asserted (the tests only check that this script runs; tests/test_attacks_opt.py
+asserts the work counts and distortions).
 """
 from __future__ import annotations
 
@@ -104,53 +107,79 @@ def bench_pgd(models, x, y, eps, steps, repeats):
             print(f"{name:<12} {lib:<13} {t:8.3f} {t / base:8.2f} {A.robust_accuracy(model, x_adv, y):11.1%}")
 
 
-def opt_runners(model, xs, ys, steps):
-    """label -> function() -> x_adv for the minimal-distortion attacks, each with its binary search."""
+class Counted(torch.nn.Module):
+    """A model that counts its work: forward calls, inputs evaluated forward, and inputs whose
+    logits were back-propagated (each backward pass through the logits of a forward call)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.calls = self.inputs = self.backward_inputs = 0
+
+    def forward(self, x):
+        out, n = self.model(x), len(x)
+        self.calls, self.inputs = self.calls + 1, self.inputs + n
+        if out.requires_grad:
+            out.register_hook(lambda g: self._backward(n))
+        return out
+
+    def _backward(self, n: int) -> None:
+        self.backward_inputs += n
+
+
+def opt_runners(model, steps):
+    """attack -> {library: function(x, y) -> x_adv} for the minimum-distance attacks, advlib first
+    and the reference it is compared with second. Shared budget: ``steps`` per binary-search round,
+    9 rounds, kappa 0; EAD: beta 1e-2, lr 0.01 in both. The rest at each library's defaults
+    (advlib: initial c 1, C&W lr 0.05; foolbox C&W: c 1e-3, lr 0.01; EADEN: c 1e-3), with the
+    early abort of each."""
     import foolbox
+    import torchattacks
 
     fmodel = foolbox.PyTorchModel(model, bounds=(0, 1))
-    runs = {
-        "advlib cw_l2": lambda: A.cw_l2(model, xs, ys, steps=steps),
-        "foolbox C&W (default)": lambda: foolbox.attacks.L2CarliniWagnerAttack(steps=steps)(
-            fmodel, xs, ys, epsilons=None)[0],
+    fb_cw = foolbox.attacks.L2CarliniWagnerAttack(steps=steps)
+    ta_ead = torchattacks.EADEN(model, kappa=0, lr=0.01, binary_search_steps=9, max_iterations=steps, beta=1e-2)
+    # torchattacks' C&W has no search on c (c=1) and cannot move pixels at exactly 0 or 1
+    ta_cw = torchattacks.CW(model, c=1, steps=steps, lr=0.01)
+    return {
+        "C&W-L2": {"advlib": lambda x, y: A.cw_l2(model, x, y, steps=steps),
+                   "foolbox": lambda x, y: fb_cw(fmodel, x, y, epsilons=None)[0],
+                   "torchattacks(c=1)": lambda x, y: ta_cw(x, y)},
+        "EAD-EN": {"advlib": lambda x, y: A.ead(model, x, y, steps=steps),
+                   "torchattacks": lambda x, y: ta_ead(x, y)},
     }
-    try:  # torchattacks' C&W has no search on c (c=1) and cannot move pixels at exactly 0 or 1
-        import torchattacks
-
-        runs["torchattacks CW (c=1)"] = lambda: torchattacks.CW(model, c=1, steps=steps, lr=0.01)(xs, ys)
-    except ImportError:
-        torchattacks = None
-    if hasattr(A, "ead"):
-        runs["advlib ead (EN rule)"] = lambda: A.ead(model, xs, ys, steps=steps)
-        if torchattacks is not None:
-            runs["torchattacks EADEN"] = lambda: torchattacks.EADEN(
-                model, kappa=0, lr=0.01, binary_search_steps=9, max_iterations=steps, beta=1e-2)(xs, ys)
-    return runs
 
 
-def bench_opt(models, x, y, steps):
-    if not hasattr(A, "cw_l2"):
-        print("\n(advlib.attacks has no cw_l2 yet: C&W / EAD comparison skipped)")
-        return
-    print(f"\nC&W-L2 and EAD, {steps} steps per binary-search step, {len(x)} points (correctly classified only)")
-    print(f"{'model':<12} {'attack':<22} {'time s':>8} {'success':>8} {'med L2':>8} {'med L1':>8} {'med L0':>7}")
+def bench_opt(models, x, y, steps, repeats):
+    """One interleaved timing run of the minimum-distance attacks, then one counted run each: time
+    and its ratio to the reference library (the second of each attack), success, median L0 / L1 / L2
+    of the successes, and the model's work (forward calls, inputs evaluated, inputs back-propagated)."""
+    print(f"\nC&W-L2 and EAD, {steps} steps per binary-search round, 9 rounds, {len(x)} points (correctly "
+          f"classified only), median time of {repeats} interleaved runs")
+    print(f"{'model':<12} {'attack':<8} {'library':<18} {'time s':>7} {'x ref':>6} {'success':>8} {'med L0':>7} "
+          f"{'med L1':>7} {'med L2':>7} {'fwd calls':>10} {'inputs':>8} {'bwd inputs':>11}")
     for name, model in models.items():
         ok = advlib.train.predict(model, x) == y
         xs, ys = x[ok], y[ok]
-        for run in opt_runners(model, xs[:2], ys[:2], 10).values():
-            run()  # warm-up: lazy imports and first-call allocations are not what we measure
-        for label, run in opt_runners(model, xs, ys, steps).items():
-            t0 = time.perf_counter()
-            x_adv = run()
-            t = time.perf_counter() - t0
-            # an unchanged input is a failure (foolbox returns a blank image where it fails, and
-            # counts it as a success when the blank image happens to be misclassified)
-            changed = (x_adv - xs).flatten(1).abs().sum(1) > 0
-            blank = x_adv.flatten(1).abs().sum(1) == 0
-            success = (advlib.train.predict(model, x_adv) != ys) & changed & ~blank
-            d = A.distortion(xs, x_adv, success)
-            print(f"{name:<12} {label:<22} {t:8.2f} {success.float().mean():8.1%} {d['l2']:8.3f} "
-                  f"{d['l1']:8.3f} {d['l0']:7.0f}")
+        groups = opt_runners(model, steps)
+        flat = {(attack, lib): fn for attack, libs in groups.items() for lib, fn in libs.items()}
+        results = timed(flat, xs, ys, repeats)
+        for attack, libs in groups.items():
+            ref = results[attack, list(libs)[1]][0]
+            for lib in libs:
+                t, _ = results[attack, lib]
+                counted = Counted(model).eval()
+                torch.manual_seed(0)
+                x_adv = opt_runners(counted, steps)[attack][lib](xs, ys)
+                # an unchanged input is a failure (foolbox returns a blank image where it fails, and
+                # counts it as a success when the blank image happens to be misclassified)
+                changed = (x_adv - xs).flatten(1).abs().sum(1) > 0
+                blank = x_adv.flatten(1).abs().sum(1) == 0
+                success = (advlib.train.predict(model, x_adv) != ys) & changed & ~blank
+                d = A.distortion(xs, x_adv, success)
+                print(f"{name:<12} {attack:<8} {lib:<18} {t:7.2f} {t / ref:6.2f} {success.float().mean():8.1%} "
+                      f"{d['l0']:7.0f} {d['l1']:7.3f} {d['l2']:7.3f} {counted.calls:10d} {counted.inputs:8d} "
+                      f"{counted.backward_inputs:11d}")
 
 
 def main(argv=None):
@@ -170,7 +199,8 @@ def main(argv=None):
     print(f"advlib {advlib.__version__}, torch {torch.__version__}, device {dev}, "
           f"{torch.get_num_threads()} threads")
     bench_pgd(models, x, y, eps=0.1, steps=a.steps, repeats=a.repeats)
-    bench_opt(models, x[: min(a.n, 100)], y[: min(a.n, 100)], steps=10 if a.quick else 100)
+    bench_opt(models, x[: min(a.n, 100)], y[: min(a.n, 100)], steps=10 if a.quick else 100,
+              repeats=1 if a.quick else 3)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,32 @@
-"""Optimisation-based attacks (C&W L2 / L-inf, EAD, JSMA) and the checks of lecture 02."""
+"""Minimum-distance attacks (C&W-L2, EAD, minimal PGD, JSMA), their shared search, and the checks
+of lecture 02."""
+import math
+
 import pytest
 import torch
+from torch import nn
 
 import advlib
-from advlib.attacks import cw_l2, cw_linf, distortion, ead, jsma, lp_norm, margin, shrink
+from advlib.attacks import cw_l2, distortion, ead, jsma, lp_norm, margin, minimal_pgd, pgd, shrink
+from advlib.attacks.cw import BinarySearch, EarlyAbort
 from advlib.course import ExerciseError, optimisation
 
 
 @pytest.fixture(scope="module")
-def mlp():
-    return advlib.zoo.load("digits-mlp", "cpu")
+def mlp(zoo_model):
+    return zoo_model("digits-mlp")
+
+
+class Counted(nn.Module):
+    """Counts the forward passes through a model and the inputs they evaluate."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.calls, self.rows = model, 0, 0
+
+    def forward(self, x):
+        self.calls, self.rows = self.calls + 1, self.rows + len(x)
+        return self.model(x)
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +82,11 @@ def test_cw_moves_pixels_at_0_and_1(mlp, points, cw_run):
 
 def test_cw_l2_objective_decreases(mlp, points):
     x, y = points[0][:20], points[1][:20]
-    hist = []
-    cw_l2(mlp, x, y, steps=40, search_steps=1, abort_early=False, history=hist)
+    hist, counted = [], Counted(mlp).eval()
+    cw_l2(counted, x, y, steps=40, search_steps=1, abort_early=False, history=hist)
     assert len(hist) == 40 and hist[0].shape == (20,)
+    # one forward pass per Adam step (its logits also judge the iterate) and one for the input check
+    assert counted.calls == 40 + 1 and counted.rows == 40 * 20 + 1
     first, last = hist[0], torch.stack(hist[-5:]).mean(0)
     assert (last < first).float().mean() >= 0.9 and last.sum() < 0.5 * first.sum()
     # the first iterate is x itself: the objective is c * margin
@@ -96,18 +115,41 @@ def test_cw_l2_targeted_and_kappa(mlp, points):
         assert (margin(mlp(x_adv[ok]), t[ok], targeted=True, kappa=float("inf")) <= -2.0 + 1e-4).all()
 
 
-def test_cw_linf_smallest_radius(mlp, points):
+@pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("l2", 0.8), ("l1", 3.0)])
+def test_minimal_pgd_smallest_radius(mlp, points, norm, eps):
+    """Per example: adversarial where it says so, inside the box and the ball it reports, and the
+    radius no larger than that of a fixed-eps PGD run (same steps and loss) that succeeded."""
     x, y = points[0][:40], points[1][:40]
-    x_adv = cw_linf(mlp, x, y, steps=20, search_steps=8)
+    x_adv = minimal_pgd(mlp, x, y, norm=norm, steps=20, search_steps=8)
     _valid(x_adv, x)
-    ok = _succ(mlp, x_adv, y)
+    ok, radius = _succ(mlp, x_adv, y), lp_norm(x_adv - x, norm)
     assert ok.float().mean() >= 0.95
-    linf = lp_norm(x_adv - x, "linf")[ok]
-    # the radius found is small: PGD with a clearly smaller radius fails on most of these points
-    shrunk = advlib.attacks.pgd(mlp, x[ok], y[ok], eps=0.5 * linf.median().item(), steps=20, random_start=False,
-                                loss="cw")
-    assert _succ(mlp, shrunk, y[ok]).float().mean() < 0.6
-    assert linf.median() < 0.3
+    assert (radius[~ok] == 0).all()  # a failure is returned unchanged
+    fixed = pgd(mlp, x, y, eps=eps, steps=20, norm=norm, random_start=False, loss="cw")
+    fixed_ok = _succ(mlp, fixed, y)
+    assert fixed_ok.sum() >= 10  # the comparison is not vacuous
+    assert (ok[fixed_ok]).all() and (radius[fixed_ok] <= eps + 1e-5).all()
+    # and it is a smallest radius: PGD in a clearly smaller ball fails on most of these points
+    shrunk = pgd(mlp, x[ok], y[ok], eps=0.5 * radius[ok], steps=20, norm=norm, random_start=False, loss="cw")
+    assert _succ(mlp, shrunk, y[ok]).float().mean() < 0.5
+
+
+def test_minimal_pgd_drops_points_it_cannot_break(mlp, points):
+    x, y = points[0][:8], points[1][:8]
+    counted = Counted(mlp).eval()
+    x_adv = minimal_pgd(counted, x, y, steps=5, search_steps=4, eps_max=1e-3)  # far too small to break any
+    assert torch.equal(x_adv, x) and not _succ(mlp, x_adv, y).any()
+    # one round at eps_max, then nothing is left to bisect: 1 input check + (1 check + 5 steps) + 1 evaluation
+    assert counted.calls == 1 + 1 + 5 + 1
+
+
+def test_minimal_pgd_targeted(mlp, points):
+    x, y = points[0][:30], points[1][:30]
+    t = (y + 1) % 10
+    x_adv = minimal_pgd(mlp, x, t, norm="l2", steps=20, search_steps=6, targeted=True)
+    ok = _succ(mlp, x_adv, t, targeted=True)
+    assert ok.float().mean() >= 0.9
+    assert (lp_norm(x_adv - x, "l2")[ok] > 0).all()
 
 
 def test_cw_l2_matches_foolbox(mlp, points):
@@ -117,10 +159,12 @@ def test_cw_l2_matches_foolbox(mlp, points):
     import foolbox
 
     x, y = points[0][:60], points[1][:60]
-    ours = cw_l2(mlp, x, y, steps=100, lr=0.05)
+    c_ours, c_theirs = Counted(mlp).eval(), Counted(mlp).eval()
+    ours = cw_l2(c_ours, x, y, steps=100, lr=0.05)
     _, theirs, _ = foolbox.attacks.L2CarliniWagnerAttack(steps=100, stepsize=0.05)(
-        foolbox.PyTorchModel(mlp, bounds=(0, 1)), x, y, epsilons=None)
+        foolbox.PyTorchModel(c_theirs, bounds=(0, 1)), x, y, epsilons=None)
     theirs = torch.as_tensor(theirs)
+    assert c_ours.calls <= c_theirs.calls and c_ours.rows <= c_theirs.rows  # no more model evaluations
     s_ours = _succ(mlp, ours, y)
     s_theirs = _succ(mlp, theirs, y) & (theirs.flatten(1).abs().sum(1) > 0)
     assert s_ours.sum() >= s_theirs.sum()
@@ -156,7 +200,7 @@ def test_ead_l1_rule_gives_smaller_l1(mlp, points, ead_run):
 def test_ead_objective_decreases(mlp, points):
     x, y = points[0][:20], points[1][:20]
     hist = []
-    ead(mlp, x, y, steps=40, search_steps=1, history=hist)
+    ead(mlp, x, y, steps=40, search_steps=1, abort_early=False, history=hist)
     assert len(hist) == 40 and hist[0].shape == (20,)
     with torch.no_grad():
         start = margin(mlp(x), y)  # at x_0 = x the objective is c * f(x)
@@ -172,7 +216,43 @@ def test_ead_targeted(mlp, points):
     assert _succ(mlp, x_adv, t, targeted=True).float().mean() >= 0.9
 
 
-def test_ead_at_least_as_good_as_torchattacks(mlp, points, ead_run):
+def test_ead_aborts_early_when_converged(mlp, points):
+    """C&W's early abort: rounds end before `steps` once the objective stalls, with far less work
+    and a result as good (the same or smaller median L0, L1 and L2)."""
+    x, y = points
+    full, short = Counted(mlp).eval(), Counted(mlp).eval()
+    x_full = ead(full, x, y, steps=100, search_steps=3, abort_early=False)
+    hist = []
+    x_short = ead(short, x, y, steps=100, search_steps=3, history=hist)
+    assert len(hist) < 3 * 100 and short.rows < 0.6 * full.rows
+    assert torch.isnan(torch.stack(hist)).any()  # examples that converged left their round
+    s_full, s_short = _succ(mlp, x_full, y), _succ(mlp, x_short, y)
+    assert s_short.sum() >= s_full.sum()
+    d_full, d_short = distortion(x, x_full, s_full), distortion(x, x_short, s_short)
+    assert all(d_short[k] <= d_full[k] for k in ("l0", "l1", "l2")), (d_short, d_full)
+
+
+def test_ead_no_more_work_than_torchattacks(mlp, points, ead_run):
+    """At the settings of benchmarks/attacks.py (beta, steps, search steps, lr, kappa equal;
+    torchattacks' default initial c and abort), advlib's EAD evaluates the model on no more inputs,
+    in no more forward passes, and is at least as sparse (median L1 and L0) as torchattacks' EADEN."""
+    import torchattacks
+
+    x, y = points
+    ours_m, theirs_m = Counted(mlp).eval(), Counted(mlp).eval()
+    ours = ead(ours_m, x, y, steps=100)
+    theirs = torchattacks.EADEN(theirs_m, kappa=0, lr=0.01, binary_search_steps=9, max_iterations=100,
+                                beta=1e-2)(x, y)
+    assert torch.equal(ours, ead_run)  # deterministic: the counting wrapper changes nothing
+    assert ours_m.calls <= theirs_m.calls and ours_m.rows <= theirs_m.rows, (ours_m.rows, theirs_m.rows)
+    s_ours, s_theirs = _succ(mlp, ours, y), _succ(mlp, theirs, y)
+    assert s_ours.float().mean() >= s_theirs.float().mean()
+    d_ours, d_theirs = distortion(x, ours, s_ours), distortion(x, theirs, s_theirs)
+    assert d_ours["l1"] <= d_theirs["l1"] and d_ours["l0"] <= d_theirs["l0"], (d_ours, d_theirs)
+
+
+def test_ead_at_least_as_good_as_torchattacks_at_c1(mlp, points, ead_run):
+    """Both rules against torchattacks started at advlib's initial constant c = 1."""
     import torchattacks
 
     x, y = points
@@ -182,7 +262,62 @@ def test_ead_at_least_as_good_as_torchattacks(mlp, points, ead_run):
                         initial_const=1.0)(x, y)
         s_ours, s_theirs = _succ(mlp, ours, y), _succ(mlp, theirs, y)
         assert s_ours.float().mean() >= s_theirs.float().mean() - 0.02
-        assert distortion(x, ours, s_ours)["l1"] <= distortion(x, theirs, s_theirs)["l1"]
+        assert distortion(x, ours, s_ours)["l1"] <= distortion(x, theirs, s_theirs)["l1"], rule
+
+
+# --- the shared search -------------------------------------------------------------------------
+
+def _logits_for(wins: list[bool]) -> torch.Tensor:
+    """Logits of 2 classes for label 0: class 0 leads (no success) or class 1 leads by 1."""
+    return torch.tensor([[0.0, 1.0] if w else [1.0, 0.0] for w in wins])
+
+
+def test_binary_search_on_c():
+    x, y = torch.zeros(3, 2), torch.zeros(3, dtype=torch.long)
+    s = BinarySearch(x, y, 1.0)
+    assert torch.equal(s.best, x) and torch.isinf(s.best_dist).all() and not s.found.any()
+    cand = torch.ones(3, 2)
+    ok = s.consider(cand, _logits_for([True, False, True]), torch.tensor([2.0, 1.0, 3.0]))
+    assert ok.tolist() == [True, False, True] and s.found.tolist() == [True, False, True]
+    assert torch.equal(s.best[0], cand[0]) and torch.equal(s.best[1], x[1])
+    s.consider(2 * cand[2:], _logits_for([True]), torch.tensor([5.0]), rows=torch.tensor([2]))  # farther: kept out
+    assert s.best_dist.tolist() == [2.0, math.inf, 3.0] and torch.equal(s.best[2], cand[2])
+    s.next_round()  # success: hi = c = 1, bisect [0, 1]; failure: lo = 1, no upper bound yet: c * 10
+    assert s.value.tolist() == [0.5, 10.0, 0.5] and s.lo.tolist() == [0.0, 1.0, 0.0]
+    assert not s.hit.any()
+    s.consider(cand, _logits_for([False, True, True]), torch.tensor([1.0, 0.5, 2.5]))
+    s.next_round()
+    assert s.value.tolist() == [0.75, 5.5, 0.25]  # 0 fails at 0.5: (0.5 + 1) / 2; 1 succeeds at 10: (1 + 10) / 2
+    assert s.best_dist.tolist() == [2.0, 0.5, 2.5]
+
+
+def test_binary_search_kappa_and_targeted():
+    x, y = torch.zeros(2, 2), torch.tensor([1, 1])
+    s = BinarySearch(x, y, 1.0, kappa=0.5, targeted=True)
+    logits = torch.tensor([[0.0, 0.4], [0.0, 0.6]])  # the target 1 leads by 0.4 and by 0.6
+    assert s.consider(x, logits, torch.zeros(2)).tolist() == [False, True]
+
+
+def test_binary_search_on_a_radius():
+    x, y = torch.zeros(2, 2), torch.zeros(2, dtype=torch.long)
+    s = BinarySearch(x, y, 1.0, hi=1.0)  # minimal_pgd: bisect from the start
+    s.consider(x, _logits_for([True, False]), torch.tensor([0.3, 0.2]))
+    s.next_round(upper=s.best_dist)  # a success bounds the radius by the norm actually used
+    assert s.hi.tolist() == pytest.approx([0.3, 1.0]) and s.value.tolist() == pytest.approx([0.15, 1.0])
+
+
+def test_early_abort():
+    a = EarlyAbort(3, steps=20, device="cpu")  # checks every 2 steps, from step 0
+    rows = torch.arange(3)
+    assert torch.equal(a.check(0, torch.tensor([10.0, 10.0, -10.0]), rows), rows)
+    assert torch.equal(a.check(1, torch.tensor([99.0, 99.0, 99.0]), rows), rows)  # not a checkpoint
+    # 0 improved by 10%, 1 by less than 0.01%, 2 (negative objective) improved by 1%
+    rows = a.check(2, torch.tensor([9.0, 9.9995, -10.1]), rows)
+    assert rows.tolist() == [0, 2]
+    # the batch total (8 + 9.9995 - 10.1) fell by more than 0.01%: the round goes on
+    assert a.check(4, torch.tensor([8.0, -10.1]), rows).tolist() == [0]
+    # example 2 stalled; now the total does not fall: the round ends
+    assert len(a.check(6, torch.tensor([8.0]), torch.tensor([0]))) == 0
 
 
 # --- JSMA --------------------------------------------------------------------------------------
@@ -211,7 +346,7 @@ def test_jsma_untargeted(mlp, points):
 
 # --- input checks ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("attack", [cw_l2, ead, jsma, cw_linf])
+@pytest.mark.parametrize("attack", [cw_l2, ead, jsma, minimal_pgd])
 def test_bad_inputs_are_refused(mlp, points, attack):
     x, y = points[0][:4], points[1][:4]
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
@@ -243,7 +378,11 @@ def test_bad_attack_specific_parameters(mlp, points):
     with pytest.raises(ValueError, match="theta"):
         jsma(mlp, x, y, theta=-1.0)
     with pytest.raises(ValueError, match="eps"):
-        cw_linf(mlp, x, y, eps_max=-1.0)
+        minimal_pgd(mlp, x, y, eps_max=-1.0)
+    with pytest.raises(ValueError, match="norm"):
+        minimal_pgd(mlp, x, y, norm="l3")
+    with pytest.raises(ValueError, match="search_steps"):
+        minimal_pgd(mlp, x, y, search_steps=0)
 
 
 # --- the exercise checks of lecture 02 ---------------------------------------------------------

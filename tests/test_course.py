@@ -60,9 +60,35 @@ def test_environment_check_reports_and_loads_the_zoo(capsys):
     assert "device" in capsys.readouterr().out
 
 
-def test_taxonomy_figure_draws():
+def test_taxonomy_figure_draws_and_marks_the_parts_being_written():
     fig = intro.threat_taxonomy()
     assert len(fig.axes) == 2
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    unwritten = [p for p in intro.PARTS if not intro.is_written(p)]
+    assert any("being written" in t for t in texts) == bool(unwritten)
+
+
+def test_course_map_is_computed_from_modules_and_lectures(tmp_path):
+    for name in ("00_introduction.md", "01_a.md", "03_c.md", "40_d.md", "notes.md"):
+        (tmp_path / name).write_text("")
+    evasion, training, verification = (next(p for p in intro.PARTS if p.topic == t)
+                                       for t in ("Evasion attacks", "Training-phase attacks", "Verification"))
+    assert intro.lectures_of(evasion, tmp_path) == ["01_a", "03_c"]  # 00 is the introduction, not part 1
+    assert intro.lectures_of(verification, tmp_path) == ["40_d"]
+    assert intro.is_written(evasion, tmp_path) and intro.is_written(verification, tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert not intro.is_written(evasion, empty)  # the module alone is not the part
+    assert intro.is_written(evasion, tmp_path / "missing")  # no lectures folder (installed package): module only
+    assert not intro.is_written(intro.Part(9, "t", "c", "advlib.no_such_module"), tmp_path)
+    assert not intro.exists("advlib.no_such_package.sub") and intro.exists("advlib.attacks")
+    table = intro.parts_table(empty).splitlines()
+    assert len(table) == 2 + len(intro.PARTS) and all("being written" in row for row in table[2:])
+    table = intro.parts_table(tmp_path).splitlines()[2:]
+    for part, row in zip(intro.PARTS, table):
+        assert ("being written" in row) == (not intro.is_written(part, tmp_path)), row
+    assert "being written" not in table[0] and "`01_a`, `03_c`" in table[0]
+    assert ("being written" in table[1]) == (not intro.exists(training.module))
 
 
 def test_strip_removes_solutions(tmp_path):

@@ -142,6 +142,7 @@ def _attacks():
         "pgd": lambda m, x, y: A.pgd(m, x, y, eps=0.1, steps=2),
         "cw_l2": lambda m, x, y: A.cw_l2(m, x, y, steps=2, search_steps=1),
         "ead": lambda m, x, y: A.ead(m, x, y, steps=2, search_steps=1),
+        "minimal_pgd": lambda m, x, y: A.minimal_pgd(m, x, y, steps=2, search_steps=1),
         "jsma": lambda m, x, y: A.jsma(m, x, y),
         "universal": lambda m, x, y: A.universal(m, x, y, eps=0.1, steps=2),
         "eot_pgd": lambda m, x, y: A.eot_pgd(m, x, y, eps=0.1, steps=2, transform=transform, samples=2),

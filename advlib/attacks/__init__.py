@@ -6,7 +6,7 @@ Inputs in [0, 1] on the model's device, labels (or targets with ``targeted=True`
 in [0, 1] and in the attack's threat model. See ``_common.py`` for the shared checks and projections.
 """
 from ._common import NORMS, check_inputs, lp_norm, margin, project
-from .cw import cw_l2, cw_linf
+from .cw import BinarySearch, EarlyAbort, cw_l2, minimal_pgd
 from .ead import ead, shrink
 from .eot import eot_pgd, eot_success, random_transform
 from .evaluate import accuracy_vs_eps, distortion, robust_accuracy, success_rate
@@ -18,4 +18,4 @@ __all__ = ["NORMS", "check_inputs", "lp_norm", "margin", "project", "fgsm", "pgd
            "success_rate", "distortion", "accuracy_vs_eps"]
 __all__ += ["universal", "apply_universal", "project_simplex", "minmax_ensemble", "average_ensemble",
             "minmax_universal", "eot_pgd", "eot_success", "random_transform"]
-__all__ += ["cw_l2", "cw_linf", "ead", "shrink", "jsma"]
+__all__ += ["cw_l2", "minimal_pgd", "ead", "shrink", "jsma", "BinarySearch", "EarlyAbort"]

@@ -20,8 +20,9 @@ __all__ = ["check_inputs", "step_size", "project", "lp_norm", "margin", "NORMS"]
 
 
 def step_size(who: str, alpha: float | None, eps, steps: int):
-    """The step of an iterative attack: ``alpha`` if given (checked), else Madry et al.'s
-    ``2.5 * eps / steps``, enough to cross the ball and come back (per example if ``eps`` is)."""
+    """The step of an iterative attack: ``alpha`` if given (checked), else ``2.5 * eps / steps``, the
+    default of Madry's lab's ``robustness`` library (Engstrom et al., 2019): a total path of 2.5 eps,
+    longer than the ball's width 2 eps, so a run can cross the ball (per example if ``eps`` is)."""
     if alpha is None:
         return 2.5 * eps / max(steps, 1)
     if not (alpha >= 0 and math.isfinite(alpha)):

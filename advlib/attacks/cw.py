@@ -1,31 +1,127 @@
-"""Carlini & Wagner attacks: *minimise the distance* subject to a misclassification, written as
+"""Minimum-distance attacks: *minimise the distance* subject to a misclassification, and a
+per-example search on the one scalar that trades distance for success.
 
-    minimise  D(x', x) + c * f(x')        with f the C&W margin (``margin``, eq. 6 / f_6),
+``cw_l2`` is the Carlini & Wagner L2 attack (Carlini & Wagner, "Towards Evaluating the Robustness
+of Neural Networks", IEEE S&P 2017, §V.A):
 
-and a per-example binary search on the trade-off constant ``c``.
+    minimise  ||x' - x||_2^2 + c * f(x')        f the C&W margin (:func:`advlib.threat.margin`, eq. 6 / f_6),
 
-``cw_l2`` is the paper's L2 attack (Carlini & Wagner, "Towards Evaluating the Robustness of Neural
-Networks", IEEE S&P 2017, §V.A). ``cw_linf`` is an L-infinity variant. The paper's own L-inf attack
-(§V.C) replaces the max norm by the penalty ``sum_i max(|delta_i| - tau, 0)`` and lowers ``tau``
-step by step, with a search on ``c`` for every ``tau`` and a warm start from the last solution; it
-is three nested loops and sequential in ``tau``. We chose instead the formulation the lecture puts
-next to it: *maximise the loss in the ball* (PGD) with the same C&W margin as loss, and a
-per-example bisection on the radius ``eps`` for the smallest ball in which PGD finds an adversarial
-example. The margin makes "found one" an exact test (margin < -kappa), every example of the batch
-bisects its own radius in the same forward passes, and the result is a certificate-style number
-(the smallest eps the attack needs) that compares directly with PGD's accuracy-versus-eps curves.
+with C&W's per-example binary search on ``c``. :func:`advlib.attacks.ead` (``ead.py``) is the same
+search around an elastic-net objective. ``minimal_pgd`` is *not* a C&W attack: it is PGD (Madry et
+al., 2018) on the C&W margin with the same kind of per-example bisection, on the radius ``eps``,
+for the smallest ball in which PGD finds an adversarial example (C&W's own L-inf attack, §V.C,
+is a different algorithm: a penalty ``sum_i max(|delta_i| - tau, 0)`` with ``tau`` lowered step
+by step, which this library does not implement).
+
+The three share :class:`~advlib.attacks.BinarySearch` (the search and "keep the best iterate")
+and :class:`~advlib.attacks.EarlyAbort` (C&W's abort of an optimisation round that stopped
+improving).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
-from ._common import _view, check_inputs, lp_norm, margin
+from ..threat import check_budget, check_count, check_inputs, lp_norm, margin, parse_norm
+from .pgd import pgd
 
-__all__ = ["cw_l2", "cw_linf"]
+__all__ = ["cw_l2", "minimal_pgd", "BinarySearch", "EarlyAbort"]
 
 #: the tanh variable is kept strictly inside (-1, 1): pixels at exactly 0 or 1 map to finite w
 _SHRINK = 1 - 1e-6
+
+
+class BinarySearch:
+    """C&W's per-example search on a scalar (Carlini & Wagner 2017, §V: the constant ``c``; or a
+    radius) and, per example, the best adversarial example found in any round.
+
+    ``value`` is the scalar each example tries in the current round, ``lo`` the largest value that
+    failed and ``hi`` the smallest that succeeded (``hi`` starts at ``hi``, by default ``inf``).
+    :meth:`consider` takes candidates with their logits (from a forward pass the attack made anyway)
+    and their distance; a candidate *succeeds* when its margin is below ``-kappa`` (the label changed,
+    or the target leads, by more than ``kappa``) and becomes the example's ``best`` if its distance is
+    the smallest so far. :meth:`next_round` then moves ``value``: a success lowers ``hi``, a failure
+    raises ``lo``; the new value bisects ``[lo, hi]`` once ``hi`` is finite, else it is multiplied by
+    ``grow`` (C&W: ``c * 10``). ``best`` starts as ``x`` (returned unchanged where nothing succeeded),
+    ``best_dist`` as ``inf``.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, start: float, *, kappa: float = 0.0,
+                 targeted: bool = False, hi: float = math.inf, grow: float = 10.0):
+        self.y, self.kappa, self.targeted, self.grow = y, float(kappa), targeted, grow
+        self.value = torch.full((len(x),), float(start), device=x.device, dtype=x.dtype)
+        self.lo, self.hi = torch.zeros_like(self.value), torch.full_like(self.value, hi)
+        self.best, self.best_dist = x.detach().clone(), torch.full_like(self.value, math.inf)
+        self.hit = torch.zeros(len(x), dtype=torch.bool, device=x.device)  # succeeded in this round
+
+    @property
+    def found(self) -> torch.Tensor:
+        """Per example: has any round found an adversarial example?"""
+        return torch.isfinite(self.best_dist)
+
+    def consider(self, x_adv: torch.Tensor, logits: torch.Tensor, dist: torch.Tensor,
+                 rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Candidates ``x_adv`` of the examples ``rows`` (all when ``None``), their logits and
+        distances: record the successes, keep the closest. Returns the success mask."""
+        rows = torch.arange(len(self.value), device=dist.device) if rows is None else rows
+        with torch.no_grad():
+            ok = margin(logits, self.y[rows], self.targeted, kappa=math.inf) < -self.kappa
+            self.hit[rows] |= ok
+            better = ok & (dist < self.best_dist[rows])
+            self.best_dist[rows[better]] = dist[better].to(self.best_dist)
+            self.best[rows[better]] = x_adv.detach()[better]
+        return ok
+
+    def next_round(self, upper: torch.Tensor | None = None) -> None:
+        """Move each example's value (see the class); a success lowers ``hi`` to the value tried,
+        or to ``upper`` if given (``minimal_pgd``: the radius actually used)."""
+        up = self.value if upper is None else torch.minimum(self.value, upper)
+        self.hi = torch.where(self.hit, torch.minimum(self.hi, up), self.hi)
+        self.lo = torch.where(self.hit, self.lo, torch.maximum(self.lo, self.value))
+        self.value = torch.where(torch.isfinite(self.hi), (self.lo + self.hi) / 2, self.value * self.grow)
+        self.hit = torch.zeros_like(self.hit)
+
+
+class EarlyAbort:
+    """C&W's early abort (their code's ``ABORT_EARLY``): every ``steps // 10`` steps, from step 0,
+    compare the objective with its value at the previous check; one that has not fallen by 0.01%
+    has converged. Here per example — an example that has converged leaves the round, so it costs
+    no more forward passes — and, as in C&W, for the whole batch: when the sum of the objectives
+    has not fallen by 0.01%, the round ends for every example."""
+
+    def __init__(self, n: int, steps: int, device, tol: float = 1e-4):
+        self.every, self.tol = max(steps // 10, 1), tol
+        self.prev = torch.full((n,), math.inf, device=device)
+        self.prev_total = math.inf
+
+    def _stalled(self, now, before):
+        return now > before - self.tol * abs(before)
+
+    def check(self, step: int, objective: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The rows still running after ``step`` (``objective``: theirs, per example)."""
+        if step % self.every:
+            return rows
+        objective = objective.detach().to(self.prev)
+        stalled = self._stalled(objective, self.prev[rows])
+        self.prev[rows] = objective
+        total = float(self.prev.sum())
+        if math.isfinite(total) and self._stalled(total, self.prev_total):
+            return rows[:0]
+        self.prev_total = total
+        return rows[~stalled]
+
+
+def check_search(who: str, c: float, search_steps: int, lr: float, kappa: float) -> None:
+    """The parameters of a C&W-style search: ``c > 0``, ``search_steps >= 1``, ``lr > 0``, ``kappa >= 0``."""
+    if not (isinstance(c, (int, float)) and math.isfinite(c) and c > 0):
+        raise ValueError(f"{who}: the initial constant c must be a finite number > 0, got {c!r}")
+    check_count(search_steps, who, "search_steps", 1)
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"{who}: lr must be a finite number > 0, got {lr!r}")
+    if not (isinstance(kappa, (int, float)) and kappa >= 0):
+        raise ValueError(f"{who}: kappa must be >= 0, got {kappa!r}")
 
 
 def _to_w(x: torch.Tensor) -> torch.Tensor:
@@ -40,29 +136,24 @@ def _from_w(w: torch.Tensor) -> torch.Tensor:
     return (torch.tanh(w) + 1) / 2
 
 
-def _gap(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Tensor:
-    """The unclamped margin: < 0 exactly when the example is misclassified (reaches the target)."""
-    return margin(logits, y, targeted, kappa=float("inf"))
+def _adam(w, grad, m, v, t: int, lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
+    """One Adam step (Kingma & Ba 2015, Algorithm 1) on rows of ``w`` with their moments ``m, v``
+    (all updated in place); written out so that rows can leave the optimisation one by one."""
+    m.mul_(b1).add_(grad, alpha=1 - b1)
+    v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+    w.sub_(lr * (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + eps))
 
 
-def _check_search(who: str, c: float, search_steps: int, lr: float, kappa: float) -> None:
-    if not c > 0:
-        raise ValueError(f"{who}: the initial constant c must be > 0, got {c}")
-    if int(search_steps) != search_steps or search_steps < 1:
-        raise ValueError(f"{who}: search_steps must be an integer >= 1, got {search_steps}")
-    if not lr > 0:
-        raise ValueError(f"{who}: lr must be > 0, got {lr}")
-    if not kappa >= 0:
-        raise ValueError(f"{who}: kappa must be >= 0, got {kappa}")
+def record(history: list | None, n: int, rows: torch.Tensor, values: torch.Tensor) -> None:
+    """Append to ``history`` (if a list) the per-example ``values`` of ``rows`` as a CPU tensor of
+    length ``n``, NaN for the examples not running."""
+    if history is not None:
+        full = torch.full((n,), math.nan, dtype=values.dtype)
+        history.append(full.index_put_((rows.cpu(),), values.detach().cpu()))
 
 
-def _update_c(c: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, succeeded: torch.Tensor) -> None:
-    """C&W's binary search on c, per example, in place: a success lowers the upper bound, a failure
-    raises the lower one; bisect once an upper bound exists, else multiply c by 10."""
-    hi[succeeded] = torch.minimum(hi[succeeded], c[succeeded])
-    lo[~succeeded] = torch.maximum(lo[~succeeded], c[~succeeded])
-    bounded = hi < 1e9
-    c.copy_(torch.where(bounded, (lo + hi) / 2, c * 10))
+def _sqnorm(d: torch.Tensor) -> torch.Tensor:
+    return d.flatten(1).pow(2).sum(1)
 
 
 def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, c: float = 1.0, kappa: float = 0.0,
@@ -73,100 +164,84 @@ def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, c: float = 1.0,
 
         ||x' - x||_2^2 + c * f(x'),    f(x') = max(z_y(x') - max_{j != y} z_j(x'), -kappa)
 
-    (targeted: ``f = max(max_{j != t} z_j - z_t, -kappa)``). ``c`` is the *initial* constant; each
-    of the ``search_steps`` rounds restarts from ``x`` and then, per example, bisects ``c`` between
-    the largest failing and smallest succeeding value (upper bound 1e10 until the first success,
-    and ``c * 10`` while it has never succeeded). Each example keeps its smallest-L2 successful
-    iterate over all rounds and steps; an example never broken is returned unchanged (``x``).
-    ``abort_early`` ends a round when the total objective has not improved by 0.01% in the last
-    ``steps // 10`` steps. ``history``, if a list, receives the per-example objective (a CPU
-    tensor) of every step. The whole batch is optimised at once.
+    (targeted: ``f = max(max_{j != t} z_j - z_t, -kappa)``). ``c`` is the *initial* constant of
+    the per-example binary search (:class:`~advlib.attacks.BinarySearch`, ``search_steps`` rounds):
+    a success lowers an example's upper bound, a failure raises its lower bound, and ``c`` bisects
+    them (``c * 10`` while it has never succeeded). Every iterate is judged with the logits of the
+    forward pass that computes its gradient (no extra pass); each example keeps its smallest-L2
+    successful iterate over all rounds, one never broken is returned unchanged (``x``). The first
+    round starts at ``x``; each later round goes on from the example's last iterate with a fresh
+    Adam (C&W restart every round from ``x``: a warm start needs fewer steps to converge).
+    ``abort_early`` (:class:`~advlib.attacks.EarlyAbort`): an example whose objective has not fallen
+    by 0.01% in ``steps // 10`` steps leaves the round; the round ends when the batch total has not.
+    ``history``, if a list, receives per step the per-example objective (a CPU tensor, NaN for
+    examples that left the round). The whole batch is optimised at once.
 
     Pixels at exactly 0 or 1 start at ``|w| = atanh(1 - 1e-6) ~ 7.25``, on the flat end of tanh;
     Adam moves ``w`` by about ``lr`` per step, so with the paper's ``lr=0.01`` they need hundreds of
-    steps to move visibly. Hence the default ``lr=0.05``: on the digits MLP with 100 steps it breaks
-    every correctly classified test point (``lr=0.01``: 97%) with a smaller median L2.
+    steps to move visibly. Hence the default ``lr=0.05`` (short budgets like the lectures').
     """
     check_inputs(model, x, y, who="cw_l2", steps=steps)
-    _check_search("cw_l2", c, search_steps, lr, kappa)
+    check_search("cw_l2", c, search_steps, lr, kappa)
     x, y = x.detach(), y.detach()
     n = len(x)
-    const = torch.full((n,), float(c), device=x.device, dtype=x.dtype)
-    lo, hi = torch.zeros_like(const), torch.full_like(const, 1e10)
-    best, best_l2 = x.clone(), torch.full_like(const, torch.inf)
-    w0 = _to_w(x)
-    check_every = max(steps // 10, 1)
+    search = BinarySearch(x, y, c, kappa=kappa, targeted=targeted)
+    w = _to_w(x)
     for _ in range(search_steps):
-        w = w0.clone().requires_grad_(True)
-        opt = torch.optim.Adam([w], lr=lr)
-        succeeded = torch.zeros(n, dtype=torch.bool, device=x.device)
-        prev = torch.inf
+        m, v = torch.zeros_like(w), torch.zeros_like(w)  # Adam restarts; w goes on from the last round
+        rows, abort = torch.arange(n, device=x.device), EarlyAbort(n, steps, x.device)
         for step in range(steps):
-            x_adv = _from_w(w)
+            w_r = w[rows].requires_grad_(True)
+            x_adv = _from_w(w_r)
             logits = model(x_adv)
-            l2sq = (x_adv - x).flatten(1).pow(2).sum(1)
-            loss = l2sq + const * margin(logits, y, targeted, kappa)
-            (w.grad,) = torch.autograd.grad(loss.sum(), w)  # only w: no gradients for the weights
-            opt.step()
-            with torch.no_grad():  # the iterate *before* this step, evaluated above
-                ok = _gap(logits, y, targeted) < -kappa
-                succeeded |= ok
-                better = ok & (l2sq < best_l2)
-                best_l2 = torch.where(better, l2sq, best_l2)
-                best[better] = x_adv.detach()[better]
-                if history is not None:
-                    history.append(loss.detach().cpu())
-                if abort_early and (step + 1) % check_every == 0:
-                    total = loss.sum().item()
-                    if total > prev * 0.9999:
-                        break
-                    prev = total
-        with torch.no_grad():  # the last iterate after the final Adam step
-            x_adv = _from_w(w)
-            ok = _gap(model(x_adv), y, targeted) < -kappa
-            l2sq = (x_adv - x).flatten(1).pow(2).sum(1)
-            succeeded |= ok
-            better = ok & (l2sq < best_l2)
-            best_l2 = torch.where(better, l2sq, best_l2)
-            best[better] = x_adv[better]
-        _update_c(const, lo, hi, succeeded)
-    return best.detach()
+            l2sq = _sqnorm(x_adv - x[rows])
+            loss = l2sq + search.value[rows] * margin(logits, y[rows], targeted, kappa)
+            (grad,) = torch.autograd.grad(loss.sum(), w_r)  # only w: no gradients for the weights
+            with torch.no_grad():
+                search.consider(x_adv, logits, l2sq, rows)  # the iterate this forward pass evaluated
+                m_r, v_r, w_r = m[rows], v[rows], w_r.detach()
+                _adam(w_r, grad, m_r, v_r, step + 1, lr)
+                w[rows], m[rows], v[rows] = w_r, m_r, v_r
+                record(history, n, rows, loss)
+                if abort_early:
+                    rows = abort.check(step, loss, rows)
+            if len(rows) == 0:
+                break
+        search.next_round()
+    return search.best
 
 
-def cw_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, kappa: float = 0.0, steps: int = 100,
-            search_steps: int = 10, eps_max: float = 1.0, targeted: bool = False) -> torch.Tensor:
-    """Smallest-L-inf adversarial examples: PGD (Madry et al., 2018) on the C&W margin loss, with a
-    per-example bisection on the radius (see the module docstring for why not C&W §V.C).
+def minimal_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "linf", steps: int = 100,
+                search_steps: int = 10, eps_max: float | None = None, targeted: bool = False) -> torch.Tensor:
+    """The smallest ball in which PGD finds an adversarial example, per example: a bisection on the
+    radius of :func:`advlib.attacks.pgd` (Madry et al., 2018) with the C&W margin loss (``loss="cw"``,
+    no random start), in any norm ``pgd`` supports (``"linf"``, ``"l2"``, ``"l1"``). Not C&W's L-inf
+    attack (see the module docstring).
 
-    For each example the radius starts at ``eps_max`` and is bisected ``search_steps`` times: a
-    radius at which ``steps`` of L-inf PGD (no random start, step ``2.5 * eps / steps``) drive the
-    margin below ``-kappa`` becomes the new upper bound, otherwise the new lower bound. Each example
-    keeps its successful iterate of smallest L-inf norm; one never broken is returned unchanged.
+    Every example starts at ``eps_max`` (default: the largest distance in the box [0, 1]^d, i.e. 1
+    for L-inf, sqrt(d) for L2, d for L1) and runs ``search_steps`` rounds of ``steps`` PGD steps, all
+    examples in one batch with one radius each: a success at radius ``eps`` sets the example's upper
+    bound to the norm of the perturbation found (at most ``eps``), a failure its lower bound to
+    ``eps``, and the next radius bisects them (:class:`~advlib.attacks.BinarySearch`). An example
+    that fails at ``eps_max`` drops out (as does one whose bracket has closed). Returns, per
+    example, the successful PGD result of smallest norm (inside that ball and the box), or ``x``
+    unchanged where no round succeeded.
     """
-    check_inputs(model, x, y, who="cw_linf", steps=steps, eps=eps_max)
-    _check_search("cw_linf", 1.0, search_steps, 1.0, kappa)
+    check_inputs(model, x, y, who="minimal_pgd", steps=steps, norm=norm, eps=eps_max)
+    norm = parse_norm(norm, "minimal_pgd")
+    check_count(search_steps, "minimal_pgd", "search_steps", 1)
+    d = x[0].numel()
+    eps_max = {"linf": 1.0, "l2": math.sqrt(d), "l1": float(d)}[norm] if eps_max is None else \
+        check_budget(eps_max, "minimal_pgd", name="eps_max")
     x, y = x.detach(), y.detach()
-    n = len(x)
-    lo, hi = torch.zeros(n, device=x.device, dtype=x.dtype), torch.full((n,), float(eps_max), device=x.device,
-                                                                        dtype=x.dtype)
-    eps = hi.clone()
-    best, best_linf = x.clone(), torch.full_like(eps, torch.inf)
+    search = BinarySearch(x, y, eps_max, targeted=targeted, hi=eps_max)
     for _ in range(search_steps):
-        e = _view(eps, x)
-        alpha = 2.5 * e / max(steps, 1)
-        delta = torch.zeros_like(x)
-        for _ in range(steps):
-            delta.requires_grad_(True)
-            (grad,) = torch.autograd.grad(margin(model(x + delta), y, targeted, kappa).sum(), delta)
-            delta = torch.maximum(torch.minimum(delta.detach() - alpha * grad.sign(), e), -e)
-            delta = (x + delta).clamp(0, 1) - x
+        rows = (search.lo < search.hi).nonzero().flatten()  # failed at eps_max, or converged: done
+        if len(rows) == 0:
+            break
+        x_adv = pgd(model, x[rows], y[rows], eps=search.value[rows], steps=steps, norm=norm, random_start=False,
+                    loss="cw", targeted=targeted)
         with torch.no_grad():
-            ok = _gap(model(x + delta), y, targeted) < -kappa
-            linf = lp_norm(delta, "linf")
-            better = ok & (linf < best_linf)
-            best_linf = torch.where(better, linf, best_linf)
-            best[better] = (x + delta)[better]
-            hi = torch.where(ok, torch.minimum(hi, linf), hi)
-            lo = torch.where(ok, lo, eps)
-            eps = (lo + hi) / 2
-    return best.detach()
+            search.consider(x_adv, model(x_adv), lp_norm(x_adv - x[rows], norm), rows)
+        search.next_round(upper=search.best_dist)
+    return search.best

@@ -17,11 +17,13 @@ which sets every coordinate that moved by less than ``beta`` back to the origina
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from ._common import check_inputs, lp_norm, margin
-from .cw import _check_search, _gap, _update_c
+from ..threat import check_inputs, lp_norm, margin
+from .cw import BinarySearch, EarlyAbort, check_search, record
 
 __all__ = ["ead", "shrink"]
 
@@ -32,62 +34,71 @@ def shrink(z: torch.Tensor, x0: torch.Tensor, beta: float) -> torch.Tensor:
     return torch.where(d > beta, (z - beta).clamp(max=1), torch.where(d < -beta, (z + beta).clamp(min=0), x0))
 
 
+def _distances(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``||delta||_2^2`` and ``||delta||_1`` per example."""
+    return delta.flatten(1).pow(2).sum(1), lp_norm(delta, 1)
+
+
 def ead(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, beta: float = 1e-2, c: float = 1.0,
         kappa: float = 0.0, steps: int = 100, lr: float = 0.01, search_steps: int = 9, rule: str = "en",
-        targeted: bool = False, history: list | None = None) -> torch.Tensor:
-    """The EAD attack (Chen et al., AAAI 2018, Algorithm 1 with FISTA): from ``x_0 = y_0 = x``,
+        targeted: bool = False, abort_early: bool = True, history: list | None = None) -> torch.Tensor:
+    """The EAD attack (Chen et al., AAAI 2018, Algorithm 1 with FISTA): from ``x_0 = y_0``,
 
         x_{k+1} = Pi_[0,1] S_beta(y_k - a_k * grad g(y_k)),      g = c * f + ||. - x||_2^2
         y_{k+1} = x_{k+1} + k / (k + 3) * (x_{k+1} - x_k)       (the slack / momentum variable)
 
     with ``f`` the C&W margin (confidence ``kappa``) and the step ``a_k = lr * (1 - k/steps)^0.5``
     (the polynomial decay of the authors' code); the slack point ``y_k`` may leave [0, 1], only the
-    ``x_k`` are candidates. As in the paper (and its code) the threshold is
-    ``beta`` itself, not ``a_k * beta`` as an exact proximal step of eq. 3 would use: it shrinks
-    harder and gives sparser results. ``c`` is the initial constant of C&W's per-example binary
-    search (``search_steps`` rounds, each restarting from ``x``). Among all successful iterates each
-    example keeps the best by the decision ``rule``: ``"en"`` the elastic-net distance
-    ``||d||_2^2 + beta * ||d||_1``, ``"l1"`` the L1 distance; one never broken is returned unchanged.
-    The paper runs 1000 steps; ``history``, if a list, receives the per-example objective
-    ``c * f + ||d||_2^2 + beta * ||d||_1`` (CPU tensor) of every iterate x_k.
+    ``x_k`` are candidates. As in the paper (and its code) the threshold is ``beta`` itself, not
+    ``a_k * beta`` as an exact proximal step of eq. 3 would use: it shrinks harder and gives sparser
+    results. ``c`` is the initial constant of C&W's per-example binary search
+    (:class:`~advlib.attacks.BinarySearch`, ``search_steps`` rounds). The first round starts at
+    ``x``; each later round restarts FISTA's momentum from the example's best adversarial example so
+    far (from its last iterate while it has none): a warm start of the next subproblem, where C&W
+    and the EAD paper restart from ``x``. Among all successful iterates each example keeps the best
+    by the decision ``rule``: ``"en"`` the elastic-net distance ``||d||_2^2 + beta * ||d||_1``,
+    ``"l1"`` the L1 distance; one never broken is returned unchanged.
+
+    Work: one forward and backward pass at ``y_k`` per step, and a forward pass at ``x_{k+1}`` only
+    for the examples where it can matter (no success yet in this round, or a distance below the best
+    so far). ``abort_early`` (:class:`~advlib.attacks.EarlyAbort`, as in C&W): an example whose
+    objective ``c * f + ||d||_2^2 + beta * ||d||_1`` at ``y_k`` has not fallen by 0.01% in
+    ``steps // 10`` steps leaves the round, and the round ends when the batch total has not. The
+    paper runs 1000 steps; ``history``, if a list, receives that objective per step (a CPU tensor,
+    NaN for examples that left the round).
     """
     check_inputs(model, x, y, who="ead", steps=steps)
-    _check_search("ead", c, search_steps, lr, kappa)
-    if not beta >= 0:
-        raise ValueError(f"ead: beta must be >= 0, got {beta}")
+    check_search("ead", c, search_steps, lr, kappa)
+    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
+        raise ValueError(f"ead: beta must be a finite number >= 0, got {beta!r}")
     if rule not in ("en", "l1"):
         raise ValueError(f"ead: rule must be 'en' (elastic net) or 'l1', got {rule!r}")
     x, y = x.detach(), y.detach()
     n = len(x)
-    const = torch.full((n,), float(c), device=x.device, dtype=x.dtype)
-    lo, hi = torch.zeros_like(const), torch.full_like(const, 1e10)
-    best, best_dist = x.clone(), torch.full_like(const, torch.inf)
-
-    def evaluate(x_k: torch.Tensor, logits: torch.Tensor, succeeded: torch.Tensor) -> None:
-        nonlocal best_dist
-        delta = x_k - x
-        l1, l2sq = lp_norm(delta, 1), delta.flatten(1).pow(2).sum(1)
-        if history is not None:
-            history.append((const * margin(logits, y, targeted, kappa) + l2sq + beta * l1).cpu())
-        ok = _gap(logits, y, targeted) < -kappa
-        succeeded |= ok
-        dist = l2sq + beta * l1 if rule == "en" else l1
-        better = ok & (dist < best_dist)
-        best_dist = torch.where(better, dist, best_dist)
-        best[better] = x_k[better]
-
+    search = BinarySearch(x, y, c, kappa=kappa, targeted=targeted)
+    x_k = x.clone()
     for _ in range(search_steps):
-        x_k, y_k = x.clone(), x.clone()
-        succeeded = torch.zeros(n, dtype=torch.bool, device=x.device)
+        x_k = torch.where(search.found.view(-1, *[1] * (x.dim() - 1)), search.best, x_k)  # warm start
+        y_k = x_k.clone()
+        rows, abort = torch.arange(n, device=x.device), EarlyAbort(n, steps, x.device)
         for k in range(steps):
-            y_k.requires_grad_(True)
-            g = const * margin(model(y_k), y, targeted, kappa) + (y_k - x).flatten(1).pow(2).sum(1)
-            (grad,) = torch.autograd.grad(g.sum(), y_k)
-            a_k = lr * (1 - k / steps) ** 0.5
+            x0, y_r = x[rows], y_k[rows].requires_grad_(True)
+            g = search.value[rows] * margin(model(y_r), y[rows], targeted, kappa) + _distances(y_r - x0)[0]
+            (grad,) = torch.autograd.grad(g.sum(), y_r)
             with torch.no_grad():
-                x_next = shrink(y_k.detach() - a_k * grad, x, beta)
-                y_k = x_next + k / (k + 3) * (x_next - x_k)
-                x_k = x_next
-                evaluate(x_k, model(x_k), succeeded)
-        _update_c(const, lo, hi, succeeded)
-    return best.detach()
+                x_next = shrink(y_r - lr * (1 - k / steps) ** 0.5 * grad, x0, beta)
+                y_k[rows] = x_next + k / (k + 3) * (x_next - x_k[rows])
+                x_k[rows] = x_next
+                l2, l1 = _distances(x_next - x0)
+                dist = l2 + beta * l1 if rule == "en" else l1
+                need = ~search.hit[rows] | (dist < search.best_dist[rows])  # else it cannot change anything
+                if need.any():
+                    search.consider(x_next[need], model(x_next[need]), dist[need], rows[need])
+                objective = g + beta * lp_norm(y_r - x0, 1)
+                record(history, n, rows, objective)
+                if abort_early:
+                    rows = abort.check(k, objective, rows)
+            if len(rows) == 0:
+                break
+        search.next_round()
+    return search.best

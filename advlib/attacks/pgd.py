@@ -70,9 +70,9 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps, alpha: float
         delta <- Proj_{||delta|| <= eps, x + delta in [0, 1]} (delta + alpha_t * s(grad_delta loss))
 
     with ``s`` the unit steepest-ascent direction of the norm (sign for L-inf). ``eps`` is a number or
-    one radius per example (a tensor of length N). ``alpha`` defaults to ``2.5 * eps / steps`` (Madry
-    et al.; per example when ``eps`` is); ``schedule="cosine"`` decays it to 0. Without random start
-    and with ``restarts=1`` this is I-FGSM / BIM (Kurakin et al., 2017). ``loss`` is cross-entropy
+    one radius per example (a tensor of length N). ``alpha`` defaults to ``2.5 * eps / steps`` (the
+    ``robustness`` library's rule; per example when ``eps`` is); ``schedule="cosine"`` decays it to 0.
+    Without random start and with ``restarts=1`` this is I-FGSM / BIM (Kurakin et al., 2017). ``loss`` is cross-entropy
     (``"ce"``) or the C&W margin (``"cw"``). With restarts, each example keeps a run that fools the
     model (reaches the target) if any does, else the run that reached the highest loss, so more
     restarts never help the model. All examples of a step share one forward and one backward pass.

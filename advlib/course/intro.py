@@ -1,13 +1,17 @@
 """Checks and figures of lecture 00 (introduction)."""
 from __future__ import annotations
 
+import importlib.util
 import math
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from .exercises import ExerciseError, attempt
 
-__all__ = ["check_lp_norms", "check_project_linf", "SCENARIOS", "check_threats", "threat_taxonomy"]
+__all__ = ["check_lp_norms", "check_project_linf", "SCENARIOS", "check_threats", "Part", "PARTS", "exists",
+           "lectures_of", "is_written", "parts_table", "threat_taxonomy"]
 
 
 def _probe_batches() -> list[torch.Tensor]:
@@ -112,6 +116,85 @@ def check_threats(reach: dict, knowledge: dict, *, strict: bool = False) -> None
     attempt(check, title="threat models", strict=strict)
 
 
+@dataclass(frozen=True)
+class Part:
+    """One block of the course map: its part number, what it covers and the module that implements it."""
+
+    number: int
+    topic: str
+    covers: str
+    module: str
+
+
+#: The course map of the lecture's "holistic view", in the order the course takes it. Whether a
+#: part is written is not typed here: :func:`is_written` looks for its module and its lectures.
+PARTS = (
+    Part(1, "Evasion attacks", "white-box attacks (FGSM, PGD, C&W, EAD, L0); universal, ensemble and physical "
+         "perturbations", "advlib.attacks"),
+    Part(1, "Training-phase attacks", "data poisoning and backdoors", "advlib.attacks.poisoning"),
+    Part(2, "Black-box attacks", "zeroth-order optimisation; ZOO, AutoZOOM, NES, Bandits, OPT, Sign-OPT, Boundary, "
+         "transfer", "advlib.blackbox"),
+    Part(3, "Model reprogramming", "AR, BAR, V2S", "advlib.reprogram"),
+    Part(4, "Defenses", "adversarial training, TRADES, randomness, adaptive attacks, strong evaluation, backdoor "
+         "detection and repair", "advlib.defenses"),
+    Part(5, "Verification", "IBP, Fast-Lin, CROWN, CNN-Cert, CLEVER, randomized smoothing", "advlib.verify"),
+    Part(6, "Applications", "explanations, watermarks, sequence models, federated backdoors", "advlib.apps"),
+)
+
+#: Where the lectures live in a checkout of the course (absent in an installed package).
+LECTURES = Path(__file__).resolve().parents[2] / "lectures"
+
+
+def exists(module: str) -> bool:
+    """Whether ``module`` can be imported here (looked up with :func:`importlib.util.find_spec`,
+    without importing it; a missing parent package counts as missing)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def lectures_of(part: Part, folder: Path = LECTURES) -> list[str]:
+    """The lectures of a part in ``folder``: part k is numbered 10 (k - 1) to 10 (k - 1) + 9 (00 is
+    this introduction), e.g. ``40_certification`` is in part 5."""
+    found = sorted(folder.glob(f"{part.number - 1}[0-9]_*.md")) if folder.is_dir() else []
+    return [f.stem for f in found if f.stem[:2] != "00"]
+
+
+def is_written(part: Part, folder: Path = LECTURES) -> bool:
+    """A part is written once its module exists and (in a checkout, where the lectures can be seen)
+    it has a lecture: a module alone, such as the robust-training recipes a later lecture needs,
+    is not yet the part."""
+    return exists(part.module) and (bool(lectures_of(part, folder)) or not folder.is_dir())
+
+
+def parts_table(folder: Path = LECTURES) -> str:
+    """The course map as a Markdown table; a part is marked "being written" unless :func:`is_written`."""
+    rows = ["| Part | Topic | What it covers | advlib | Lectures |", "|---|---|---|---|---|"]
+    for p in PARTS:
+        done = is_written(p, folder)
+        lectures = ", ".join(f"`{n}`" for n in lectures_of(p, folder)) if done else "*being written*"
+        rows.append(f"| {p.number} | {p.topic}{'' if done else ' *(being written)*'} | {p.covers} | "
+                    f"`{p.module}` | {lectures} |")
+    return "\n".join(rows)
+
+
+def _parts_label(topics: list[str]) -> str:
+    """'Parts 1, 5' for the parts of ``topics`` that are written, then those being written on a second line."""
+    done, todo = [], []
+    for p in (p for p in PARTS if p.topic in topics):
+        (done if is_written(p) else todo).append(str(p.number))
+    done, todo = sorted(set(done)), sorted(set(todo) - set(done))
+
+    def name(ns):
+        return ("Part " if len(ns) == 1 else "Parts ") + ", ".join(ns)
+
+    lines = [name(done)] if done else []
+    if todo:
+        lines.append(("+ " if done else "") + name(todo) + " (being written)")
+    return "\n".join(lines) or "—"
+
+
 def threat_taxonomy():
     """The lecture's 'holistic view' as a figure: attack types against the attacker's reach (data,
     model / training, inference), and the taxonomy of evasion attacks by knowledge."""
@@ -122,8 +205,10 @@ def threat_taxonomy():
     reach = ["Data", "Model /\ntraining", "Inference"]
     cells = {(0, 0): "X", (0, 1): "X*", (1, 0): "X", (2, 1): "X*", (2, 2): "X", (3, 2): "X", (4, 1): "X*",
              (4, 2): "X"}
-    parts = {0: "Part 1", 1: "Parts 1, 4, 6", 2: "Parts 1, 2, 4, 5", 3: "—", 4: "this lecture\n(safe loading)"}
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1.25, 1]})
+    topics = {0: ["Training-phase attacks"], 1: ["Training-phase attacks", "Defenses", "Applications"],
+              2: ["Evasion attacks", "Black-box attacks", "Defenses", "Verification"], 3: []}
+    parts = {i: _parts_label(t) for i, t in topics.items()} | {4: "this lecture\n(safe loading)"}
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(8, 7.6), gridspec_kw={"height_ratios": [1.15, 1]})
     colours = ["#4c72b0", "#dd8452", "#55a868"]
     for i, _ in enumerate(attacks):
         for j, _ in enumerate(reach):
@@ -135,7 +220,7 @@ def threat_taxonomy():
                         weight="bold")
         ax.text(3.1, -i - 0.5, parts[i], va="center", fontsize=9, color="#555")
     ax.text(3.1, 0.25, "in the course", fontsize=9, color="#555", weight="bold")
-    ax.set_xlim(0, 4.1)
+    ax.set_xlim(0, 4.6)
     ax.set_ylim(-len(attacks), 0)
     ax.set_xticks([0.5, 1.5, 2.5], reach)
     ax.xaxis.tick_top()
@@ -143,7 +228,8 @@ def threat_taxonomy():
     ax.tick_params(length=0)
     for s in ax.spines.values():
         s.set_visible(False)
-    ax.set_title("Attacker's reach (X* = model internals unknown in black-box settings)", fontsize=10, pad=28)
+    ax.set_title("Attacks by the attacker's reach (X* = model internals unknown in black-box settings)",
+                 fontsize=10, pad=30)
 
     tree = [("Evasion attacks", 0, 3.0), ("White-box", 1, 4.6), ("Black-box", 1, 2.4), ("Grey-box", 1, 0.6),
             ("standard", 2, 5.2), ("adaptive\n(defense-aware)", 2, 4.0), ("query: soft label", 2, 3.1),
@@ -155,7 +241,7 @@ def threat_taxonomy():
              ("Grey-box", "everything\nin between")]
     for a, b in edges:
         (x0, y0), (x1, y1) = pos[a], pos[b]
-        bx.plot([x0 + 0.35, x1 - 0.35], [y0, y1], color="#999", lw=1, zorder=1)
+        bx.plot([x0, x1], [y0, y1], color="#999", lw=1, zorder=1)  # centre to centre, under the boxes
     for name, x, y in tree:
         colour = ["#333", "#4c72b0", "#8c8c8c"][x]
         bx.text(x, y, name, ha="center", va="center", fontsize=9, color="white", zorder=2,

@@ -5,7 +5,11 @@ import torch
 
 from .exercises import ExerciseError, attempt
 
-__all__ = ["check_cw_margin", "check_shrink", "check_best_pair", "show_perturbations"]
+__all__ = ["check_cw_margin", "check_shrink", "check_best_pair", "show_perturbations", "all_targets", "target_cases",
+           "CASES"]
+
+#: the three cases of the EAD paper's targeted comparison (Chen et al., AAAI 2018, Table 1 ff.)
+CASES = ("best", "average", "worst")
 
 
 def _want_margin(logits: torch.Tensor, y: torch.Tensor, kappa: float) -> torch.Tensor:
@@ -140,30 +144,70 @@ def check_best_pair(best_pair, *, strict: bool = False) -> None:
 
 
 def show_perturbations(x: torch.Tensor, advs: dict[str, torch.Tensor], model, y: torch.Tensor, n: int = 6):
-    """A grid: the clean digits in the first column, then for each attack its perturbation (red:
-    pixel increased, blue: decreased; each column on its own symmetric scale, given in its header)
-    titled with the new prediction (red when the attack failed) and the number of pixels changed."""
+    """A grid: the clean digits in the first column (``gray_r``), then for each attack its
+    perturbation (red: pixel increased, blue: decreased; one symmetric colour scale shared by all
+    panels, with its colour bar) titled with the new prediction (red when the attack failed) and the
+    number of pixels changed."""
     import matplotlib.pyplot as plt
 
     n = min(n, len(x))
     with torch.no_grad():
         preds = {k: model(v[:n]).argmax(1).cpu() for k, v in advs.items()}
         clean = model(x[:n]).argmax(1).cpu()
-    fig, axes = plt.subplots(n, len(advs) + 1, figsize=(1.45 * (len(advs) + 1), 1.5 * n + 0.4), squeeze=False)
+    scale = max(float((v[:n] - x[:n]).abs().max()) for v in advs.values()) or 1.0
+    cols = len(advs) + 1
+    fig, axes = plt.subplots(n, cols, figsize=(min(9.0, 1.35 * cols + 0.9), 1.3 * n + 0.6), squeeze=False)
     for j, (name, v) in enumerate(advs.items(), start=1):
-        scale = float((v[:n] - x[:n]).abs().max()) or 1.0
-        axes[0, j].text(0.5, 1.3, f"{name}\n(±{scale:.2f})", transform=axes[0, j].transAxes, ha="center",
-                        va="bottom", fontsize=9, weight="bold")
+        axes[0, j].text(0.5, 1.32, name, transform=axes[0, j].transAxes, ha="center", va="bottom", fontsize=9,
+                        weight="bold")
         for i in range(n):
             delta = (v[i] - x[i])[0].cpu()
-            axes[i, j].imshow(delta, cmap="RdBu_r", vmin=-scale, vmax=scale)
+            im = axes[i, j].imshow(delta, cmap="RdBu_r", vmin=-scale, vmax=scale)
             ok = preds[name][i] != y[i].cpu()
-            axes[i, j].set_title(f"→ {preds[name][i]}  L0={int((delta.abs() > 1e-6).sum())}", fontsize=8,
+            axes[i, j].set_title(f"→ {preds[name][i]}  L0={int((delta.abs() > 1e-6).sum())}", fontsize=9,
                                  color="k" if ok else "C3")
     for i in range(n):
         axes[i, 0].imshow(x[i, 0].cpu(), cmap="gray_r", vmin=0, vmax=1)
-        axes[i, 0].set_title(f"clean: {clean[i]}", fontsize=8)
+        axes[i, 0].set_title(f"clean: {clean[i]}", fontsize=9)
     for ax in axes.flat:
         ax.set_xticks([]), ax.set_yticks([])
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    bar = fig.colorbar(im, cax=fig.add_axes((0.915, 0.15, 0.02, 0.7)))
+    bar.set_label("δ = x_adv − x (all panels)", fontsize=9)
+    bar.ax.tick_params(labelsize=9)
     return fig
+
+
+def all_targets(x: torch.Tensor, y: torch.Tensor, classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image with every other class as target, in one batch: ``x`` repeated ``classes - 1``
+    times (image ``i`` in rows ``i * (classes - 1)`` to ``(i + 1) * (classes - 1) - 1``) and the targets."""
+    others = (y[:, None] + torch.arange(1, classes, device=y.device)[None]) % classes
+    return x.repeat_interleave(classes - 1, 0), others.flatten()
+
+
+def target_cases(x: torch.Tensor, x_adv: torch.Tensor, success: torch.Tensor, own: torch.Tensor,
+                 classes: int = 10, seed: int = 0) -> dict[str, dict[str, float]]:
+    """The EAD paper's three cases of a targeted attack run on :func:`all_targets` (Chen et al.,
+    AAAI 2018, following Carlini & Wagner 2017): per image, the **best** case is its easiest target
+    (a success if any target succeeded; the successful target of smallest ``own`` distance, the
+    norm the attack minimises), the **average** case one target drawn at random (seeded), the
+    **worst** case its hardest target (a success only if every target succeeded; the largest
+    ``own`` distance). Returns, per case, the success rate and the *mean* L1, L2 and L-inf
+    distortion over the successful images (means, as in the paper)."""
+    k = classes - 1
+    delta = (x_adv - x).flatten(1)
+    norms = {"l1": delta.abs().sum(1), "l2": delta.norm(dim=1), "linf": delta.abs().amax(1)}
+    ok, own = success.view(-1, k), own.view(-1, k)
+    n = len(ok)
+    g = torch.Generator().manual_seed(seed)
+    pick = {"best": torch.where(ok, own, torch.full_like(own, torch.inf)).argmin(1),
+            "average": torch.randint(0, k, (n,), generator=g).to(ok.device),
+            "worst": torch.where(ok, own, torch.full_like(own, torch.inf)).argmax(1)}
+    hit = {"best": ok.any(1), "average": ok.gather(1, pick["average"][:, None]).squeeze(1), "worst": ok.all(1)}
+    out = {}
+    for case in CASES:
+        rows = torch.arange(n, device=ok.device) * k + pick[case]
+        h = hit[case]
+        out[case] = {"success": h.float().mean().item(),
+                     **{name: (v[rows][h].mean().item() if h.any() else float("nan")) for name, v in norms.items()}}
+    return out

@@ -6,9 +6,11 @@ import itertools
 import torch
 from torch import nn
 
+from ..threat import chunks
+from ..train import predict
 from .exercises import ExerciseError, attempt
 
-__all__ = ["check_project_simplex", "check_weight_step", "check_fool_rate"]
+__all__ = ["check_project_simplex", "check_weight_step", "check_fool_rate", "random_sign_fool_rates"]
 
 
 def _simplex_by_supports(v: torch.Tensor) -> torch.Tensor:
@@ -80,7 +82,10 @@ def check_weight_step(weight_step, *, strict: bool = False) -> None:
                 want = _simplex_by_supports(w + beta * (f - gamma * (w - 1.0 / k)))
                 if not torch.allclose(got.double(), want, atol=1e-5):
                     moved = got.double() - w
-                    hint = ("the step must go *up* the objective: add beta * gradient"
+                    off_simplex = (got.double() < -1e-6).any() or abs(got.double().sum().item() - 1) > 1e-5
+                    hint = ("the new weights are not on the simplex (a weight is negative or they do not sum to "
+                            "1): end the step with project_simplex" if off_simplex else
+                            "the step must go *up* the objective: add beta * gradient"
                             if (moved @ (want - w)) < 0 else
                             "the gradient of sum_i w_i f_i - gamma/2 ||w - 1/K||^2 is f - gamma * (w - 1/K); "
                             "then project onto the simplex")
@@ -146,3 +151,23 @@ def check_fool_rate(fool_rate, *, strict: bool = False) -> None:
                 raise ExerciseError(f"delta = {name}: expected a fool rate of {want:.3f}, got {got:.3f}. Hint: {hint}.")
 
     attempt(check, title="fool rate of a universal perturbation", strict=strict)
+
+
+def random_sign_fool_rates(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, draws: int,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
+    """The baseline of a universal perturbation: ``draws`` random perturbations, each one sign
+    pattern ``±eps`` with the shape of one input, added to every input of ``x`` and clipped to
+    [0, 1]. Returns, per draw, the fool rate (as :func:`advlib.attacks.success_rate`): among the
+    inputs ``model`` classifies correctly, the fraction it then misclassifies. The draws run in
+    memory-sized batches; ``generator`` (a CPU generator) makes them repeatable."""
+    if draws < 1 or not eps >= 0:
+        raise ValueError(f"random_sign_fool_rates: need draws >= 1 and eps >= 0, got draws={draws}, eps={eps}")
+    signs = (torch.randint(0, 2, (draws, *x.shape[1:]), generator=generator) * 2 - 1).to(x)
+    ok = predict(model, x) == y
+    x_ok, y_ok = x[ok], y[ok]
+    rates = []
+    for s in chunks(draws, max(1, x_ok.numel())):
+        noisy = (x_ok[None] + eps * signs[s, None]).clamp(0, 1)  # draws x N x ...
+        pred = predict(model, noisy.flatten(0, 1)).view(len(signs[s]), -1)
+        rates.append((pred != y_ok.to(pred.device)).float().mean(1))
+    return torch.cat(rates).cpu()

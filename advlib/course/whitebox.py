@@ -143,7 +143,7 @@ def unit_balls(points, project):
                 "l1": ([1, 0, -1, 0, 1], [0, 1, 0, -1, 0])}
     titles = {"linf": r"$L_\infty$: clip each coordinate", "l2": r"$L_2$: rescale the vector",
               "l1": r"$L_1$: soft-threshold (sparse)"}
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3.5))
     for ax, norm in zip(axes, ("linf", "l2", "l1")):
         ax.fill(*outlines[norm], color="#4c72b0", alpha=0.18)
         ax.plot(*outlines[norm], color="#4c72b0")
@@ -155,6 +155,7 @@ def unit_balls(points, project):
         ax.axhline(0, color="#999", lw=0.6), ax.axvline(0, color="#999", lw=0.6)
         ax.set_xlim(-1.9, 1.9), ax.set_ylim(-1.9, 1.9), ax.set_aspect("equal")
         ax.set_title(titles[norm], fontsize=10)
-    fig.suptitle("Unit balls and the projection (closest point) of a few points onto each", fontsize=11)
+    fig.suptitle("Unit balls and the projection (closest point, black) of a few points (red) onto each",
+                 fontsize=11)
     fig.tight_layout()
     return fig
