@@ -1,10 +1,22 @@
 """The run profiles: one place that says how big every experiment of the course is.
 
-``fast`` (the default) runs offline on the bundled digits with the shipped zoo models and small
-sample and step counts: it is what CI, homework and a laptop use. ``full`` uses MNIST / CIFAR-10
-and budgets close to the papers': it needs the data sets downloaded (``python -m advlib.data fetch
-mnist``) and, in practice, a GPU. Select with ``ADVLIB_PROFILE=fast|full``; every lecture reads its
-sizes from :func:`profile` instead of hard-coding them.
+A run is chosen by two independent settings:
+
+* the **profile** (``ADVLIB_PROFILE=fast|full``) says *what* runs: the data set, the zoo models, the
+  image size, the radii. ``fast`` (the default) runs offline on the bundled 8x8 digits with the
+  shipped zoo models: it is what CI, homework and a laptop use. ``full`` uses MNIST (28x28) and the
+  ``mnist-*`` zoo entries: it needs the data set downloaded (``python -m advlib.data fetch mnist``)
+  and, in practice, a GPU.
+* the **size** (``ADVLIB_SIZE=standard|toy``) says *how much* of it runs. ``standard`` (the default)
+  keeps the profile's own budgets; ``toy`` caps the number of test points, attack steps, restarts,
+  training epochs and Monte Carlo samples (see :data:`SIZES`) and changes nothing else, so the same
+  code paths run on the same data, models and shapes in a few minutes at most per lecture on a CPU.
+  The zoo's recipes are not budgets of a run: an on-demand entry is trained with its full recipe
+  at any size, so the cache never holds a toy-trained model under a full-profile name.
+  ``ADVLIB_PROFILE=full ADVLIB_SIZE=toy`` is how CI exercises the full profile (on small files in
+  the real MNIST format, see ``tests/test_full_profile.py``).
+
+Every lecture reads its sizes from :func:`profile` instead of hard-coding them.
 """
 from __future__ import annotations
 
@@ -12,7 +24,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-__all__ = ["Profile", "PROFILES", "profile"]
+__all__ = ["Profile", "PROFILES", "SIZES", "profile"]
 
 
 @dataclass(frozen=True)
@@ -22,8 +34,10 @@ class Profile:
     name: str
     #: image data set of the lectures (a name in ``advlib.data.catalogue()``)
     dataset: str
-    #: zoo models of the lectures; ``models[0]`` is the default victim
+    #: zoo models of the lectures; ``models[0]`` is the default victim, ``models[-1]`` the MLP
     models: tuple[str, ...]
+    #: robustly trained versions of the MLP ``models[-1]``, by recipe ("pgd": Madry et al., "ibp": Gowal et al.)
+    robust_models: dict[str, str]
     #: bundled or downloadable time-series data set (reprogramming lectures)
     series: str
     #: how many test points an evaluation uses
@@ -38,12 +52,20 @@ class Profile:
     eps_grid: tuple[float, ...]
     #: epochs when a lecture trains a model itself
     train_epochs: int
+    #: CLEVER's sampling budget: batches of points per input (Weng et al. 2018 use 500) ...
+    clever_batches: int
+    #: ... and points per batch (Weng et al. use 1,024)
+    clever_batch_size: int
+    #: Monte Carlo samples n of randomized smoothing's CERTIFY (Cohen et al. 2019 use 100,000)
+    smoothing_samples: int
     #: the seed every lecture starts from
     seed: int = 0
+    #: "standard" (the profile's own budgets) or a key of :data:`SIZES` that capped them
+    size: str = "standard"
 
     def __str__(self) -> str:
-        rows = [f"{f.name:>13} = {getattr(self, f.name)!r}" for f in dataclasses.fields(self)]
-        return f"Profile {self.name!r}\n" + "\n".join(rows)
+        rows = [f"{f.name:>17} = {getattr(self, f.name)!r}" for f in dataclasses.fields(self)]
+        return f"Profile {self.name!r} ({self.size} size)\n" + "\n".join(rows)
 
 
 PROFILES: dict[str, Profile] = {
@@ -51,6 +73,7 @@ PROFILES: dict[str, Profile] = {
         name="fast",
         dataset="digits",
         models=("digits-cnn", "digits-mlp"),
+        robust_models={"pgd": "digits-mlp-pgd", "ibp": "digits-mlp-ibp"},
         series="gunpoint",
         n_eval=500,
         batch_size=500,
@@ -58,11 +81,15 @@ PROFILES: dict[str, Profile] = {
         restarts=1,
         eps_grid=(0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2),
         train_epochs=30,
+        clever_batches=100,
+        clever_batch_size=256,
+        smoothing_samples=10_000,
     ),
     "full": Profile(
         name="full",
         dataset="mnist",
         models=("mnist-cnn", "mnist-mlp"),
+        robust_models={"pgd": "mnist-mlp-pgd", "ibp": "mnist-mlp-ibp"},
         series="gunpoint",
         n_eval=10_000,
         batch_size=1_000,
@@ -70,14 +97,46 @@ PROFILES: dict[str, Profile] = {
         restarts=5,
         eps_grid=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
         train_epochs=20,
+        clever_batches=500,
+        clever_batch_size=1024,
+        smoothing_samples=100_000,
     ),
 }
 
+#: size overrides: each caps these fields of any profile at the given value (it never raises one);
+#: the data set, the models, the radii and the seed stay the profile's
+SIZES: dict[str, dict[str, int]] = {
+    "standard": {},
+    "toy": {
+        "n_eval": 100,
+        "batch_size": 10,
+        "attack_steps": 20,
+        "restarts": 1,
+        "train_epochs": 2,
+        "clever_batches": 10,
+        "clever_batch_size": 64,
+        "smoothing_samples": 1_000,
+    },
+}
 
-def profile(name: str | None = None) -> Profile:
-    """The active profile: ``name``, else ``$ADVLIB_PROFILE``, else ``fast``."""
-    chosen = (name or os.environ.get("ADVLIB_PROFILE") or "fast").strip().lower()
-    if chosen not in PROFILES:
-        raise ValueError(f"unknown profile {chosen!r} (from {'the argument' if name else 'ADVLIB_PROFILE'}); "
-                         f"choose one of {sorted(PROFILES)}, e.g. ADVLIB_PROFILE=fast")
-    return PROFILES[chosen]
+
+def _choose(value: str | None, variable: str, default: str, known: dict, what: str) -> str:
+    chosen = (value or os.environ.get(variable) or default).strip().lower()
+    if chosen not in known:
+        raise ValueError(f"unknown {what} {chosen!r} (from {'the argument' if value else variable}); "
+                         f"choose one of {sorted(known)}, e.g. {variable}={default}")
+    return chosen
+
+
+def profile(name: str | None = None, size: str | None = None) -> Profile:
+    """The active profile: ``name``, else ``$ADVLIB_PROFILE``, else ``fast``; at ``size``, else
+    ``$ADVLIB_SIZE``, else ``standard`` (the profile's own budgets).
+
+    ``profile("full", "toy")`` is the full profile (MNIST, the ``mnist-*`` models, its radii) with
+    every budget capped by ``SIZES["toy"]``.
+    """
+    chosen = _choose(name, "ADVLIB_PROFILE", "fast", PROFILES, "profile")
+    scale = _choose(size, "ADVLIB_SIZE", "standard", SIZES, "size")
+    base = PROFILES[chosen]
+    caps = {k: min(getattr(base, k), v) for k, v in SIZES[scale].items()}
+    return dataclasses.replace(base, size=scale, **caps)

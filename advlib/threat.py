@@ -31,7 +31,7 @@ from torch import nn
 
 __all__ = ["NORMS", "MEMORY_BUDGET", "parse_norm", "order", "dual_order", "lp_norm", "dual_norm", "project",
            "clip_box", "per_example", "margin", "check_batch", "check_labels", "check_budget", "check_count",
-           "check_model_input", "check_inputs", "require_eval", "n_classes", "chunks"]
+           "check_input_shape", "check_model_input", "check_inputs", "require_eval", "n_classes", "chunks"]
 
 #: the threat models of the course, by name
 NORMS = ("linf", "l2", "l1")
@@ -212,23 +212,31 @@ def require_eval(model: nn.Module, who: str = "this function") -> None:
         model.eval()
 
 
-def check_model_input(model: nn.Module, x: torch.Tensor, who: str) -> int:
-    """The model is on ``x``'s device, in eval mode (else a warning switches it), and accepts inputs of
-    ``x``'s shape, returning a logit vector per input. Returns the number of classes."""
+def check_input_shape(model: nn.Module, x: torch.Tensor, who: str) -> None:
+    """Without running the model: it is a module on ``x``'s device and, where it records the input
+    shape it was built for (``in_shape``, set by :func:`advlib.models.build`), ``x`` is a batch of
+    that shape. For code that must not switch a training model to eval mode (a training loss)."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"{who}: model must be a torch.nn.Module, got {type(model).__name__}")
     p = next(model.parameters(), None)
     if p is not None and p.device != x.device:
         raise ValueError(f"{who}: x is on {x.device} but the model is on {p.device}; move one of them "
                          f"(x.to({str(p.device)!r}))")
-    require_eval(model, who)
-    expected = getattr(model, "in_shape", None)  # set by advlib.models.build
+    expected = getattr(model, "in_shape", None)
     if expected is not None and tuple(x.shape[1:]) != tuple(expected):
         if tuple(x.shape) == tuple(expected):
             raise ValueError(f"{who}: x has shape {tuple(x.shape)}, the shape of one input of this model, not of a "
                              "batch; a single input needs a batch dimension: x[None]")
         raise ValueError(f"{who}: the model does not accept inputs of shape {tuple(x.shape[1:])}: it was built "
                          f"for {tuple(expected)} (C x H x W); resize the inputs or use a model of their size")
+
+
+def check_model_input(model: nn.Module, x: torch.Tensor, who: str) -> int:
+    """The model is on ``x``'s device, in eval mode (else a warning switches it), and accepts inputs of
+    ``x``'s shape (:func:`check_input_shape`, then one forward pass of one input), returning a logit
+    vector per input. Returns the number of classes."""
+    check_input_shape(model, x, who)
+    require_eval(model, who)
     try:
         with torch.no_grad():
             out = model(x[:1])
@@ -278,10 +286,12 @@ def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, *, w
 
 
 # --------------------------------------------------------------------------------------------- chunks
-def chunks(n: int, per_item: int, budget: int = MEMORY_BUDGET) -> Iterator[slice]:
+def chunks(n: int, per_item: int, budget: int | None = None) -> Iterator[slice]:
     """Slices of ``range(n)`` such that ``len(slice) * per_item <= budget`` (at least one item each):
     how every batched computation of the library splits work that would not fit in memory at once.
-    ``per_item`` is the number of floats one item puts in the largest tensor of the computation."""
+    ``per_item`` is the number of floats one item puts in the largest tensor of the computation;
+    ``budget`` defaults to :data:`MEMORY_BUDGET` (read at each call)."""
+    budget = MEMORY_BUDGET if budget is None else budget
     size = max(1, int(budget // max(int(per_item), 1)))
     for s in range(0, n, size):
         yield slice(s, min(s + size, n))

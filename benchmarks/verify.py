@@ -31,6 +31,7 @@ import time
 import torch
 
 import advlib
+from advlib.threat import MEMORY_BUDGET, chunks
 from advlib.verify import METHODS, certified_radius, margin_matrix, propagate
 from advlib.verify.exact import affine_relu_form, lp_all_bounds, lp_bound, milp_bound, random_relu_mlp
 
@@ -46,15 +47,13 @@ ORACLE_NETS = (("tiny", (1, 2, 2), ((6, 5), (8, 6, 4), (10, 10), (5, 5, 5)), 3, 
 
 
 # ------------------------------------------------------------------------------------------ a plain baseline
-def dense_crown(layers, x, eps, C, chunk_floats=2 ** 25):
+def dense_crown(layers, x, eps, C, chunk_floats=MEMORY_BUDGET):
     """Textbook CROWN (Zhang et al. 2018) on ``x -> W_L relu(... relu(W_1 x + b_1)) + b_L``: the lower and
     upper bounds of ``C f`` over the L-inf ball of radius ``eps`` in [0, 1]. Every neuron of every layer is
     bounded by its own backward walk (O(L^2) walks), convolutions are dense matrices, no interval bounds are
     mixed in. ``layers`` is :func:`advlib.verify.exact.affine_relu_form` as float tensors."""
-    widest = max(max(W.shape) for W, _ in layers)
-    step = max(1, chunk_floats // (widest * max(W.shape[0] for W, _ in layers)))
-    parts = [_dense_crown_chunk(layers, x[s:s + step].flatten(1), eps, C[s:s + step])
-             for s in range(0, len(x), step)]
+    per_input = max(max(W.shape) for W, _ in layers) * max(W.shape[0] for W, _ in layers)
+    parts = [_dense_crown_chunk(layers, x[s].flatten(1), eps, C[s]) for s in chunks(len(x), per_input, chunk_floats)]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
@@ -123,7 +122,7 @@ def bench_time(models, x, y, repeats, sync):
         runners = {}
         for eps in EPSILONS:
             for method in METHODS:
-                runners[eps, method] = lambda e=eps, m=method, f=model: propagate(f, x, e, "linf", m, C)
+                runners[eps, method] = lambda e=eps, m=method, f=model: propagate(f, x, eps=e, method=m, C=C)
             runners[eps, "dense crown"] = lambda e=eps, d=dense: dense_crown(d, x, e, C)
         res = timed(runners, repeats, sync)
         for eps in EPSILONS:
@@ -146,7 +145,6 @@ def bench_time(models, x, y, repeats, sync):
 
 # ------------------------------------------------------------------------------------------------ tightness
 def bench_tightness(models, x, y, radius_n, done):
-    C = margin_matrix(y, 10)
     print(f"\n2. Tightness on the same {len(x)} points: mean lower bound of the 9 margins, fraction certified "
           f"(every margin's lower bound > 0)")
     print(f"{'model':<15} {'clean acc':>9} {'eps':>5} {'method':<8} {'mean lower':>11} {'certified':>10}")
@@ -156,7 +154,7 @@ def bench_tightness(models, x, y, radius_n, done):
             acc = (model(x).argmax(1) == y).float().mean().item()
         for eps in EPSILONS:
             for method in METHODS:
-                b = done[name, eps][method] if (name, eps) in done else propagate(model, x, eps, "linf", method, C)
+                b = done[name, eps][method] if (name, eps) in done else propagate(model, x, y, eps=eps, method=method)
                 cert = (b.lower > 0).all(1).float().mean().item()
                 print(f"{name:<15} {acc:9.1%} {eps:5.2f} {method:<8} {b.lower.mean():11.3f} {cert:10.1%}")
     xs, ys = x[:radius_n], y[:radius_n]
@@ -166,7 +164,7 @@ def bench_tightness(models, x, y, radius_n, done):
     for name in TIGHTNESS:
         for method in METHODS:
             t0 = time.perf_counter()
-            r = certified_radius(models[name], xs, ys, "linf", method, steps=15)
+            r = certified_radius(models[name], xs, ys, method=method, steps=15)
             t = time.perf_counter() - t0
             print(f"{name:<15} {method:<8} {r.mean():11.4f} {r.median():8.4f} {t:8.2f}")
 
@@ -191,16 +189,16 @@ def bench_oracle(families, nets_per_arch, points):
                 x = torch.rand(points, *in_shape, generator=torch.Generator().manual_seed(1000 + seed))
                 with torch.no_grad():
                     C = margin_matrix(model(x).argmax(1), k)
-                bounds = {m: propagate(model, x, eps, "linf", m, C) for m in METHODS}
+                bounds = {m: propagate(model, x, eps=eps, method=m, C=C) for m in METHODS}
                 layers = affine_relu_form(model, in_shape)
                 for n in range(points):
                     t0 = time.perf_counter()
                     crown_pre = [(l[n].double(), u[n].double()) for l, u in bounds["crown"].pre]
-                    best_pre = lp_all_bounds(layers, x[n], eps)
-                    rows["LP(crown pre)"] += [lp_bound(layers, x[n], eps, c, crown_pre) for c in C[n]]
-                    rows["LP-all"] += [lp_bound(layers, x[n], eps, c, best_pre) for c in C[n]]
+                    best_pre = lp_all_bounds(layers, x[n], eps=eps)
+                    rows["LP(crown pre)"] += [lp_bound(layers, x[n], c, eps=eps, pre=crown_pre) for c in C[n]]
+                    rows["LP-all"] += [lp_bound(layers, x[n], c, eps=eps, pre=best_pre) for c in C[n]]
                     t1 = time.perf_counter()
-                    rows["MILP"] += [milp_bound(layers, x[n], eps, c, pre=best_pre).value for c in C[n]]
+                    rows["MILP"] += [milp_bound(layers, x[n], c, eps=eps, pre=best_pre).value for c in C[n]]
                     t_lp, t_milp = t_lp + t1 - t0, t_milp + time.perf_counter() - t1
                     for m in METHODS:
                         rows[m] += bounds[m].lower[n].double().tolist()

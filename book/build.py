@@ -4,11 +4,14 @@
 
 1. vendors MathJax / require.js / the widget manager into book/_vendor (book/vendor.py; skipped
    when present; without npm the build falls back, see book/_ext/offline_assets.py);
-2. checks that the profile's data sets can be had (else fails at once with what to fetch);
+2. checks that the profile's data sets can be had (else fails at once with what to fetch), and
+   that every object the API reference (book/api/) documents can be imported;
 3. runs ``jupyter-book build book/ -W -n --keep-going --all``: a raising cell, a warning or a
    broken reference fails the build. ``--execute`` overrides ``execute_notebooks`` of
    _config.yml (force: run every lecture; off: stored outputs only; cache: re-run changed ones).
-   The kernels get ``ADVLIB_PROFILE=fast`` unless it is set;
+   The kernels get ``ADVLIB_PROFILE=fast`` unless it is set. The API reference is autodoc's
+   reading of the installed advlib's docstrings (book/_ext/api_reference.py): it runs nothing
+   but the import;
 4. scans every built .html (and .css) for resources loaded from http(s):// or // URLs.
 
 Exits non-zero on any failure. The HTML lands in DIR/_build/html (DIR defaults to book/).
@@ -124,6 +127,30 @@ def preflight(env: dict) -> bool:
     return proc.returncode == 0
 
 
+API_PREFLIGHT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import api_reference
+from pathlib import Path
+for kind, name, page in api_reference._directives(Path(sys.argv[2])):
+    try:
+        api_reference.lookup(name)
+    except Exception as e:  # an ImportError deep inside advlib, or a name that is gone
+        raise SystemExit(f"the API reference (book/api/{page}.md) cannot import {name}: "
+                         f"{type(e).__name__}: {e}")
+"""
+
+
+def api_preflight(env: dict, api_dir: Path = BOOK / "api") -> bool:
+    """Before building: can autodoc import what book/api/ documents? If not, say which page and
+    why at once, instead of a warning among hundreds of lines of build log."""
+    proc = subprocess.run([sys.executable, "-c", API_PREFLIGHT, str(BOOK / "_ext"), str(api_dir)], env=env,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"FAILED before building: {(proc.stderr.strip().splitlines() or ['?'])[-1]}", file=sys.stderr)
+    return proc.returncode == 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--execute", choices=["force", "off", "cache"],
@@ -143,6 +170,8 @@ def main(argv=None) -> int:
     if args.execute:
         env["ADVLIB_BOOK_EXECUTE"] = args.execute  # read by _ext/offline_assets.py
     if (args.execute or "force") != "off" and not preflight(env):
+        return 2
+    if not api_preflight(env):
         return 2
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or "jupyter-book"
     cmd = [jb, "build", str(BOOK), "--path-output", str(args.builddir.resolve()),

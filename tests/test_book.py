@@ -7,6 +7,9 @@ offline property; executing the lectures is the job of the nbval tests and of `m
 from __future__ import annotations
 
 import importlib.util
+import inspect
+import pkgutil
+import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +27,30 @@ def _load_build():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _load_api():
+    spec = importlib.util.spec_from_file_location("api_reference", BOOK / "_ext" / "api_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def public_modules() -> list[str]:
+    """``advlib``, every subpackage of it, the single-file modules that ``advlib.__all__`` names
+    (``threat``, ``models``, ``train``; ``profiles`` and ``runtime`` are the top level's own files,
+    whose exports ``advlib`` re-exports), and the lectures' own modules in ``advlib.course``
+    (``from advlib.course import whitebox``: each has an ``__all__``)."""
+    import advlib
+    import advlib.course
+
+    out = ["advlib"] + [f"advlib.{m.name}" for m in pkgutil.iter_modules(advlib.__path__)
+                        if not m.name.startswith("_") and (m.ispkg or m.name in advlib.__all__)]
+    for m in pkgutil.iter_modules(advlib.course.__path__):
+        module = importlib.import_module(f"advlib.course.{m.name}") if not m.name.startswith("_") else None
+        if module is not None and not set(getattr(module, "__all__", [])) <= set(advlib.course.__all__):
+            out.append(module.__name__)
+    return out
 
 
 def _toc_files() -> list[str]:
@@ -49,6 +76,27 @@ def test_every_lecture_is_in_the_toc():
     missing = [name for name in lectures if name not in listed]
     assert not missing, f"add these lectures to book/_toc.yml: {missing}"
     assert all((BOOK / f"{f}.md").exists() for f in _toc_files()), "the TOC names a missing file"
+
+
+def test_every_public_module_has_an_api_page():
+    pages = _load_api().documented_modules()
+    missing = [m for m in public_modules() if m not in pages]
+    assert not missing, f"no API page (book/api/*.md with `.. automodule::`) for {missing}"
+    assert {"advlib", "advlib.threat", "advlib.attacks", "advlib.verify", "advlib.course"} <= set(pages)
+    assert "advlib.profiles" not in public_modules() and "advlib.attacks" in public_modules()
+    toc = set(_toc_files())
+    assert all(f"api/{stem}" in toc for stem in pages.values()), "an API page is not in book/_toc.yml"
+
+
+def test_api_preflight_names_the_page_that_cannot_import(tmp_path, capsys):
+    build = _load_build()
+    env = dict(__import__("os").environ)
+    assert build.api_preflight(env)  # the book's own pages
+    (tmp_path / "gone.md").write_text("```{eval-rst}\n.. automodule:: advlib.attacks\n\n"
+                                      ".. autofunction:: advlib.attacks.no_such_attack\n```\n")
+    assert not build.api_preflight(env, tmp_path)
+    err = capsys.readouterr().err
+    assert "book/api/gone.md" in err and "advlib.attacks.no_such_attack" in err and "Traceback" not in err
 
 
 def test_lectures_symlink_is_relative():
@@ -96,6 +144,32 @@ def test_book_builds_offline(built):
         assert (html / f"{doc}.html").exists(), f"no page for {doc}"
     assert (html / "index.html").exists()
     assert _load_build().check_offline(html) == [], "external resources in the built HTML"
+
+
+def test_api_pages_document_every_export(built):
+    """Each API page is built and holds an entry (its HTML anchor) for every name of the ``__all__``
+    of each module it documents, and for each function or class it documents explicitly."""
+    proc, html = built
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    api = _load_api()
+    directives = api._directives()
+    assert directives
+    for kind, name, stem in directives:
+        page = (html / "api" / f"{stem}.html").read_text()
+        if kind == "module":
+            module = api.lookup(name)
+            wanted = [f"{name}.{m}" for m in module.__all__
+                      if not m.startswith("__") and not inspect.ismodule(getattr(module, m))]
+            wanted.append(f"module-{name}")
+        else:
+            wanted = [name]
+        missing = [w for w in wanted if f'id="{w}"' not in page]
+        assert not missing, f"api/{stem}.html does not document {missing}"
+    index = (html / "api" / "index.html").read_text()
+    assert all(f"{stem}.html" in index for _, _, stem in directives)  # linked from the part's page
+    # the docstrings' `:func:` references became links, and the [source] pages exist
+    assert re.search(r'href="[^"]*#advlib\.device"', (html / "api" / "zoo.html").read_text())
+    assert (html / "_modules" / "advlib" / "attacks" / "pgd.html").exists()
 
 
 def test_assets_are_vendored(built):

@@ -1,4 +1,4 @@
-"""The checks of lecture 41 accept right answers, reject typical wrong ones with the right hint."""
+"""The checks of lecture 42 accept right answers, reject typical wrong ones with the right hint."""
 import math
 
 import numpy as np
@@ -77,6 +77,7 @@ def _clever(axis=1, which=1, clip_low=True, clip_high=True, divide=True):
 
 def test_clever_from_gradients_check(capsys):
     robustness_metrics.check_clever_from_gradients(_clever(), strict=True)
+    robustness_metrics.check_clever_from_gradients(robustness_metrics.reference_clever_score, strict=True)
     robustness_metrics.check_clever_from_gradients(lambda m, g, r: np.float32(_clever()(m, g, r)), strict=True)
     robustness_metrics.check_clever_from_gradients(stub)
     assert "not attempted" in capsys.readouterr().out

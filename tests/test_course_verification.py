@@ -1,4 +1,4 @@
-"""The checks of lecture 40 accept right answers, reject typical wrong ones with the right hint."""
+"""The checks of lectures 40 and 41 accept right answers, reject typical wrong ones with the right hint."""
 import pytest
 import torch
 from torch import nn
@@ -132,7 +132,7 @@ def test_the_reference_radius_is_the_librarys_certified_radius(norm):
     assert (want[:3] == 0).all() and (want[3:] > 0).all()
     inside = want < 0.4  # the ball stays inside the box in every norm
     assert inside.sum() >= 10
-    got = V.certified_radius(model, x, y, norm, "crown", steps=20, hi=0.5)
+    got = V.certified_radius(model, x, y, norm=norm, steps=20, hi=0.5)
     assert torch.allclose(got[inside], want[inside], atol=1e-5)
 
 
@@ -142,3 +142,21 @@ def test_relaxation_figure():
     matplotlib.use("Agg")
     fig = verification.relaxation_figure(V.relaxation)
     assert len(fig.axes) == 4
+
+
+def test_the_references_pass_their_checks_and_match_the_library():
+    """What `or_reference` puts in place of an unattempted exercise is right, and is the library's answer."""
+    verification.check_interval_linear(verification.reference_interval_linear, strict=True)
+    verification.check_crown_relu(verification.reference_crown_relu, strict=True)
+    verification.check_linear_certified_radius(verification.reference_radius, strict=True)
+    g = torch.Generator().manual_seed(0)
+    l = torch.randn(5, 3, 7, generator=g)
+    u = l + 3 * torch.rand(5, 3, 7, generator=g)
+    for ours, lib in zip(verification.reference_crown_relu(l, u), V.relaxation(nn.ReLU(), l, u, "crown")):
+        assert ours.shape == l.shape and torch.allclose(ours, lib)
+    layer = nn.Sequential(nn.Linear(6, 4)).eval()
+    x = torch.rand(8, 6, generator=g)
+    lo, hi = verification.reference_interval_linear(layer[0].weight, layer[0].bias, (x - 0.1).clamp(min=0),
+                                                    (x + 0.1).clamp(max=1))
+    lib_lo, lib_hi = V.bounds(layer, x, eps=0.1, method="ibp")
+    assert torch.allclose(lo, lib_lo, atol=1e-6) and torch.allclose(hi, lib_hi, atol=1e-6)

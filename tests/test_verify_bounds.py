@@ -3,7 +3,6 @@ points and PGD inside the ball never leave the bounds; exact radii on linear cla
 activation's lines really bound it; certified radii stay below attack distortions; CROWN is tighter
 than IBP and Fast-Lin on the standard zoo MLP. The exact LP / MILP oracle is tests/test_verify_exact.py."""
 import math
-import sys
 import warnings
 
 import pytest
@@ -60,7 +59,7 @@ def _pgd_extremes(model, x0, eps, norm, steps=30):
 
 
 def _assert_sound(model, x0, eps, norm, method, gen, tol=1e-4):
-    b = V.propagate(model, x0, eps, norm, method)
+    b = V.propagate(model, x0, eps=eps, norm=norm, method=method)
     with torch.no_grad():
         f0 = model(x0)
         samples = _ball_samples(x0, eps, norm, 256, gen)
@@ -116,15 +115,12 @@ def test_bounds_are_sound_on_random_networks_of_every_layer(name, norm):
         assert torch.isfinite(b.lower).all() and torch.isfinite(b.upper).all()
 
 
-@pytest.fixture(scope="module")
-def digits():
-    te = advlib.data.load("digits", "test")
-    return te.x[:60], te.y[:60]
+N_DIGITS = 60  # the shared `digits` fixture (tests/conftest.py): the first 60 held-out digits
 
 
-@pytest.fixture(scope="module")
-def zoo():
-    return {n: advlib.zoo.load(n, "cpu") for n in ("digits-mlp", "digits-cnn", "digits-mlp-ibp")}
+@pytest.fixture
+def zoo(zoo_model):
+    return {n: zoo_model(n) for n in ("digits-mlp", "digits-cnn", "digits-mlp-ibp")}
 
 
 @pytest.mark.parametrize("name", ["digits-mlp", "digits-cnn"])
@@ -140,7 +136,7 @@ def test_zero_radius_gives_the_logits_themselves(zoo, digits):
     with torch.no_grad():
         f = zoo["digits-cnn"](x)
     for method in V.METHODS:
-        lo, hi = V.bounds(zoo["digits-cnn"], x, 0.0, "linf", method)
+        lo, hi = V.bounds(zoo["digits-cnn"], x, eps=0.0, method=method)
         assert torch.allclose(lo, f, atol=1e-4) and torch.allclose(hi, f, atol=1e-4)
 
 
@@ -148,8 +144,9 @@ def test_margin_bounds_are_sound_and_tighter_than_differences_of_logit_bounds(zo
     model, (x, y) = zoo["digits-mlp"], digits
     C = V.margin_matrix(y, 10)
     assert torch.equal(C.sum(2), torch.zeros(len(y), 9)) and (C.abs().sum(2) == 2).all()
-    b = V.propagate(model, x, 0.02, "linf", "crown", C=C)
-    lo, hi = V.bounds(model, x, 0.02, "linf", "crown")
+    b = V.propagate(model, x, y, eps=0.02)
+    assert torch.equal(b.lower, V.propagate(model, x, eps=0.02, C=C).lower)  # y means C = margin_matrix(y)
+    lo, hi = V.bounds(model, x, eps=0.02)
     naive = lo.gather(1, y[:, None]) - hi  # z_y lower minus z_j upper
     naive = naive[torch.arange(10)[None] != y[:, None]].view(len(y), 9)
     assert (b.lower >= naive - 1e-4).all() and (b.lower > naive + 1e-3).float().mean() > 0.5
@@ -192,7 +189,7 @@ def test_crown_radius_of_a_linear_classifier_is_the_analytic_minimal_distortion(
     dist = gap / (W[y][:, None] - W[None]).norm(p=dual, dim=2)
     want = dist.masked_fill(torch.arange(10)[None] == y[:, None], math.inf).amin(1)
     for method in ("crown", "fastlin", "ibp"):
-        got = V.certified_radius(lin, x, y, norm, method, steps=40)
+        got = V.certified_radius(lin, x, y, norm=norm, method=method, steps=40)
         if method == "ibp" and norm != "linf":
             assert (got <= want + 1e-6).all()  # IBP boxes the L2/L1 ball: sound but loose
             continue
@@ -204,7 +201,7 @@ def test_certified_radius_is_below_the_distortion_the_attacks_find(zoo, digits):
     x, y = digits
     for name in ("digits-mlp", "digits-cnn"):
         model = zoo[name]
-        r_inf = V.certified_radius(model, x[:40], y[:40], "linf", "crown")
+        r_inf = V.certified_radius(model, x[:40], y[:40], norm="linf", method="crown")
         correct = predict(model, x[:40]) == y[:40]
         assert ((r_inf > 0) == correct).all()  # every correctly classified point gets a positive radius
         # L-inf: the smallest eps of a grid at which PGD fools each sample is above its certified radius
@@ -215,7 +212,7 @@ def test_certified_radius_is_below_the_distortion_the_attacks_find(zoo, digits):
         assert (found[correct] < math.inf).float().mean() > 0.9
         assert (r_inf[correct] <= found[correct]).all()
         # L2: C&W's distortion of every broken point is above the certified L2 radius
-        r_2 = V.certified_radius(model, x[:40], y[:40], "l2", "crown")
+        r_2 = V.certified_radius(model, x[:40], y[:40], norm="l2")
         x_adv = A.cw_l2(model, x[:40], y[:40])
         broken = predict(model, x_adv) != y[:40]
         assert broken[correct].float().mean() > 0.9
@@ -226,11 +223,10 @@ def test_certified_radius_is_below_the_distortion_the_attacks_find(zoo, digits):
 
 def test_crown_is_tighter_than_fastlin_and_ibp_on_the_standard_mlp(zoo, digits):
     x, y = digits
-    C = V.margin_matrix(y, 10)
-    low = {m: V.propagate(zoo["digits-mlp"], x, 0.02, "linf", m, C=C).lower for m in V.METHODS}
+    low = {m: V.propagate(zoo["digits-mlp"], x, y, eps=0.02, method=m).lower for m in V.METHODS}
     assert low["crown"].mean() > low["fastlin"].mean() > low["ibp"].mean()
     assert (low["crown"] >= low["ibp"]).float().mean() > 0.95
-    r = {m: V.certified_radius(zoo["digits-mlp"], x, y, "linf", m, steps=10) for m in V.METHODS}
+    r = {m: V.certified_radius(zoo["digits-mlp"], x, y, method=m, steps=10) for m in V.METHODS}
     assert r["crown"].mean() >= r["fastlin"].mean() > r["ibp"].mean()
 
 
@@ -239,10 +235,9 @@ def test_crown_can_be_looser_than_ibp_on_an_ibp_trained_network(zoo):
     intervals, and on it CROWN's relaxation loses to IBP on some margins; never on a standard net."""
     te = advlib.data.load("digits", "test")
     x, y = te.x[:100], te.y[:100]
-    C = V.margin_matrix(y, 10)
     frac = {}
     for name in ("digits-mlp", "digits-mlp-ibp"):
-        low = {m: V.propagate(zoo[name], x, 0.1, "linf", m, C=C).lower for m in ("ibp", "crown")}
+        low = {m: V.propagate(zoo[name], x, y, eps=0.1, method=m).lower for m in ("ibp", "crown")}
         frac[name] = (low["ibp"] > low["crown"]).float().mean().item()
     assert frac["digits-mlp"] == 0 and frac["digits-mlp-ibp"] > 0.03
 
@@ -250,27 +245,37 @@ def test_crown_can_be_looser_than_ibp_on_an_ibp_trained_network(zoo):
 def test_ibp_training_buys_certified_accuracy(zoo):
     te = advlib.data.load("digits", "test")
     x, y = te.x[:200], te.y[:200]
-    std = V.certified_accuracy(zoo["digits-mlp"], x, y, 0.1, "linf", "crown")
-    ibp = V.certified_accuracy(zoo["digits-mlp-ibp"], x, y, 0.1, "linf", "ibp")
+    std = V.certified_accuracy(zoo["digits-mlp"], x, y, eps=0.1, method="crown")
+    ibp = V.certified_accuracy(zoo["digits-mlp-ibp"], x, y, eps=0.1, method="ibp")
     assert ibp > std + 0.3
 
 
 # ------------------------------------------------------------------------------------------ mechanics
 def test_given_intermediate_bounds_are_reused_and_chunking_changes_nothing(zoo, digits, monkeypatch):
     x, y = digits
-    C = V.margin_matrix(y, 10)
     model = zoo["digits-cnn"]
-    b = V.propagate(model, x, 0.02, "linf", "crown", C=C)
-    again = V.propagate(model, x, 0.02, "linf", "crown", C=C, pre=b.pre)
+    b = V.propagate(model, x, y, eps=0.02)
+    again = V.propagate(model, x, y, eps=0.02, pre=b.pre)
     assert torch.allclose(again.lower, b.lower, atol=1e-5)
     assert len(b.pre) == 3 and b.pre[0][0].shape == (60, 16, 8, 8)
-    monkeypatch.setattr(sys.modules["advlib.verify.bounds"], "_BUDGET", 2 ** 18)
-    split = V.propagate(model, x, 0.02, "linf", "crown", C=C)
+    monkeypatch.setattr(advlib.threat, "MEMORY_BUDGET", 2 ** 18)  # pieces of a few inputs
+    split = V.propagate(model, x, y, eps=0.02)
     assert torch.allclose(split.lower, b.lower, atol=1e-5) and torch.allclose(split.upper, b.upper, atol=1e-5)
-    per_sample = V.propagate(model, x[:4], torch.tensor([0.0, 0.01, 0.02, 0.03]), "linf", "crown", C=C[:4])
+    assert torch.equal(V.certify(model, x, y, eps=0.02), b.certified)
+    per_sample = V.propagate(model, x[:4], y[:4], eps=torch.tensor([0.0, 0.01, 0.02, 0.03]))
     for i, e in enumerate((0.0, 0.01, 0.02, 0.03)):
-        one = V.propagate(model, x[i:i + 1], e, "linf", "crown", C=C[i:i + 1])
+        one = V.propagate(model, x[i:i + 1], y[i:i + 1], eps=e)
         assert torch.allclose(one.lower, per_sample.lower[i:i + 1], atol=1e-5)
+
+
+def test_certify_without_labels_certifies_the_prediction(zoo, digits):
+    model, (x, y) = zoo["digits-mlp"], digits
+    pred = predict(model, x)
+    assert torch.equal(V.certify(model, x, eps=0.02), V.certify(model, x, pred, eps=0.02))
+    assert V.certify(model, x, eps=0.0).all()  # the prediction is certified where nothing moves
+    assert torch.equal(V.certified_radius(model, x, steps=8), V.certified_radius(model, x, pred, steps=8))
+    acc = V.certified_accuracy(model, x, y, eps=0.02)
+    assert acc == V.certify(model, x, y, eps=0.02).float().mean().item() <= (pred == y).float().mean().item()
 
 
 def test_ibp_loss_is_differentiable_and_above_the_clean_loss(zoo, digits):
@@ -280,34 +285,46 @@ def test_ibp_loss_is_differentiable_and_above_the_clean_loss(zoo, digits):
     robust = V.ibp_loss(model, x, y, eps=0.1, kappa=0.5)
     robust.backward()
     assert robust > clean and all(p.grad is not None for p in model.parameters())
+    assert model.training  # the loss of a model being trained leaves it in train mode
 
 
 def test_bad_input_gets_a_clear_error(zoo, digits):
-    model, x = zoo["digits-mlp"], digits[0]
+    """The engine's own refusals (the checks every public function shares are tests/test_verify_inputs.py)."""
+    model, (x, y) = zoo["digits-mlp"], digits
     with pytest.raises(ValueError, match="MaxPool2d"):
-        V.bounds(nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16, 2)), x, 0.1)
+        V.bounds(nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16, 2)).eval(), x, eps=0.1)
     with pytest.raises(ValueError, match="LeakyReLU"):
-        V.bounds(nn.Sequential(nn.Flatten(), nn.Linear(64, 4), nn.LeakyReLU()), x, 0.1)
+        V.bounds(nn.Sequential(nn.Flatten(), nn.Linear(64, 4), nn.LeakyReLU()).eval(), x, eps=0.1)
     with pytest.raises(ValueError, match="inputs must lie in"):
-        V.bounds(model, x * 2 - 0.5, 0.1)
+        V.bounds(model, x * 2 - 0.5, eps=0.1)
     with pytest.raises(ValueError, match="eps"):
-        V.bounds(model, x, -0.1)
+        V.bounds(model, x, eps=-0.1)
     with pytest.raises(ValueError, match="method"):
-        V.bounds(model, x, 0.1, method="alpha")
+        V.bounds(model, x, eps=0.1, method="alpha")
     with pytest.raises(ValueError, match="norm"):
-        V.bounds(model, x, 0.1, norm="l3")
+        V.bounds(model, x, eps=0.1, norm="l3")
     with pytest.raises(ValueError, match="C must be"):
-        V.bounds(model, x, 0.1, C=torch.ones(9, 10))
+        V.bounds(model, x, eps=0.1, C=torch.ones(9, 10))
+    with pytest.raises(ValueError, match="not both"):
+        V.bounds(model, x, y, eps=0.1, C=V.margin_matrix(y, 10))
+    with pytest.raises(TypeError):
+        V.bounds(model, x, y, 0.1)  # the radius is keyword-only, as in the attacks
     with pytest.raises(ValueError, match="Fast-Lin"):
-        V.bounds(advlib.models.mlp(activation="tanh").eval(), x, 0.1, method="fastlin")
-    with pytest.raises(ValueError, match="labels"):
+        V.bounds(advlib.models.mlp(activation="tanh").eval(), x, eps=0.1, method="fastlin")
+    with pytest.raises(ValueError, match="must lie in 0..9"):
         V.margin_matrix(torch.tensor([0, 10]), 10)
     with pytest.raises(ValueError, match="AdaptiveAvgPool2d"):
-        V.bounds(nn.Sequential(nn.AdaptiveAvgPool2d(3), nn.Flatten(), nn.Linear(9, 2)), x, 0.1)
+        V.bounds(nn.Sequential(nn.AdaptiveAvgPool2d(3), nn.Flatten(), nn.Linear(9, 2)).eval(), x, eps=0.1)
+    with pytest.raises(ValueError, match="steps"):
+        V.certified_radius(model, x, y, steps=0)
+    with pytest.raises(ValueError, match="hi"):
+        V.certified_radius(model, x, y, hi=0.0)
+    with pytest.raises(ValueError, match="kappa"):
+        V.ibp_loss(model, x, y, eps=0.1, kappa=2.0)
     net = advlib.models.mlp().train()
     with pytest.warns(UserWarning, match="train mode"):
-        V.bounds(net, x, 0.1)
+        V.bounds(net, x, eps=0.1)
     assert not net.training
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        V.bounds(model, x, 0.1)
+        V.bounds(model, x, eps=0.1)

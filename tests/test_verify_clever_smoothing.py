@@ -9,8 +9,10 @@ from scipy import stats
 from torch import nn
 
 import advlib
+import advlib.verify as V
 from advlib.attacks import cw_l2, lp_norm, margin
 from advlib.train import fit
+from advlib.verify._common import activation_floats
 from advlib.verify.clever import _uniform_ball, clever, reverse_weibull_fit
 from advlib.verify.smoothing import (
     ABSTAIN,
@@ -31,15 +33,7 @@ def _linear(n_classes: int, seed: int, scale: float = 1.0) -> nn.Module:
     return model
 
 
-@pytest.fixture(scope="module")
-def mlp():
-    return advlib.zoo.load("digits-mlp", "cpu")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    te = advlib.data.load("digits", "test")
-    return te.x[:40], te.y[:40]
+N_DIGITS = 40  # the shared `digits` fixture (tests/conftest.py): the first 40 held-out digits; `mlp`: digits-mlp
 
 
 # ----------------------------------------------------------------------------------------- CLEVER
@@ -154,7 +148,7 @@ def test_clever_bad_inputs(mlp, digits):
         clever(mlp, x + 2, y)
     with pytest.raises(ValueError, match="batch"):
         clever(mlp, x[0, 0, 0], y[:1])
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(ValueError, match=r"must lie in 0\.\.9"):
         clever(mlp, x, y + 10)
 
 
@@ -174,20 +168,23 @@ def _binary_linear_points(sigma: float):
     return model, x, t.abs(), on.view(1, 1, 8, 8)
 
 
-def test_certify_on_a_linear_model_gives_the_distance_to_the_hyperplane():
+def test_certify_on_a_linear_model_gives_the_distance_to_the_hyperplane(monkeypatch):
     """For f(x) = argmax(Wx + b) with 2 classes, p_A = Phi(d / sigma) and the smoothed classifier's
     exact radius is the distance d = |w.x + b| / ||w||_2: CERTIFY must stay below it (up to its
     failure probability alpha) and, with n = 10,000, come within 15%."""
     sigma = 0.25
     model, x, dist, _ = _binary_linear_points(sigma)
     smooth = Smoothed(model, sigma)
-    labels, radii = smooth.certify(x, n0=100, n=10_000, alpha=0.001, batch_size=5000)
+    labels, radii = smooth.certify(x, n0=100, n=10_000, alpha=0.001)
     with torch.no_grad():
         assert torch.equal(labels, model(x).argmax(1))  # linear: the smoothed and base classifiers agree
     assert (radii <= dist).all(), (radii, dist)
     assert (radii >= 0.85 * dist).all(), (radii, dist)
-    counts = smooth.counts(x, 1000, batch_size=333)  # a batch size that does not divide the work
+    counts = smooth.counts(x, n=1000)
     assert (counts.sum(1) == 1000).all()
+    with monkeypatch.context() as mp:  # pieces of 333 noisy copies, which do not divide the work
+        mp.setattr(advlib.threat, "MEMORY_BUDGET", 333 * activation_floats(model, x))
+        assert torch.equal(smooth.counts(x, n=1000), counts)
     p_true = torch.distributions.Normal(0.0, 1.0).cdf(dist / sigma)
     assert ((counts.max(1).values / 1000 - p_true).abs() < 0.05).all()
 
@@ -209,7 +206,9 @@ def test_tiny_sigma_gives_the_base_prediction(mlp, digits):
     with torch.no_grad():
         base = mlp(x).argmax(1)
     assert torch.equal(smooth.predict(x, n=100), base)
-    labels, radii = smooth.certify(x, n0=10, n=200)
+    cert = smooth.certify(x, n0=10, n=200)
+    assert isinstance(cert, V.SmoothedCertificate) and cert.label is cert[0]
+    labels, radii = cert  # a named pair
     assert torch.equal(labels, base)
     # all n votes agree: p_A_lower = alpha^(1/n) and the radius is sigma * Phi^-1 of that
     want = 1e-4 * stats.norm.ppf(0.001 ** (1 / 200))
@@ -263,7 +262,7 @@ def test_noise_is_not_clipped_to_the_box():
         model[1].weight.zero_()
         model[1].bias.zero_()
         model[1].weight[0, 0] = 1.0
-    counts = Smoothed(model, 0.25).counts(torch.zeros(1, 1, 8, 8), 2000)
+    counts = Smoothed(model, 0.25).counts(torch.zeros(1, 1, 8, 8), n=2000)
     assert abs(counts[0, 0].item() - 1000) < 150
 
 
@@ -296,7 +295,7 @@ def test_smoothing_bad_inputs(mlp, digits):
             gaussian_augment(sigma)
     smooth = Smoothed(mlp, 0.25)
     for kwargs, msg in [({"n0": 0}, "n0 must"), ({"n": 0}, "n must"), ({"n": 2.5}, "n must"), ({"alpha": 0.0}, "alpha"),
-                        ({"alpha": 1.0}, "alpha"), ({"batch_size": 0}, "batch_size")]:
+                        ({"alpha": 1.0}, "alpha")]:
         with pytest.raises(ValueError, match=msg):
             smooth.certify(x[:2], **kwargs)
     for kwargs, msg in [({"n": 0}, "n must"), ({"alpha": -1}, "alpha"), ({"alpha": 1.5}, "alpha")]:

@@ -65,7 +65,7 @@ def test_affine_relu_form_reproduces_the_model():
 def test_milp_is_the_grid_minimum_linf(seed, eps):
     model = random_relu_mlp(seed, (1, 1, 2), (8, 6), 3, scale=1.5)
     x0, c = _rand(100 + seed, (1, 1, 2)), _rand(200 + seed, (3,), -1, 1)
-    res = milp_bound(model, x0, eps, c)
+    res = milp_bound(model, x0, c, eps=eps)
     assert res.x.shape == x0.shape
     assert (res.x - x0.double()).abs().max() <= eps + 1e-9 and res.x.min() >= 0 and res.x.max() <= 1
     assert abs(_value(model, res.x, c) - res.value) <= TOL
@@ -73,7 +73,7 @@ def test_milp_is_the_grid_minimum_linf(seed, eps):
         grid = copy.deepcopy(model).double()(_grid(x0, eps)) @ c.double()
     assert grid.min() >= res.value - 1e-9  # nothing on the grid beats the MILP ...
     assert grid.min() <= res.value + 1e-2  # ... and the grid gets close to it (spacing <= 0.002)
-    assert lp_bound(model, x0, eps, c) <= res.value + 1e-9
+    assert lp_bound(model, x0, c, eps=eps) <= res.value + 1e-9
 
 
 @pytest.mark.parametrize("seed", [3, 4])
@@ -81,7 +81,7 @@ def test_milp_is_the_grid_minimum_l1(seed):
     eps = 0.3
     model = random_relu_mlp(seed, (1, 1, 2), (8, 6), 3, scale=1.5)
     x0, c = _rand(100 + seed, (1, 1, 2)), _rand(200 + seed, (3,), -1, 1)
-    res = milp_bound(model, x0, eps, c, norm="l1")
+    res = milp_bound(model, x0, c, eps=eps, norm="l1")
     assert (res.x - x0.double()).abs().sum() <= eps + 1e-7 and res.x.min() >= 0 and res.x.max() <= 1
     assert abs(_value(model, res.x, c) - res.value) <= TOL
     pts = _grid(x0, eps, 401)
@@ -89,9 +89,9 @@ def test_milp_is_the_grid_minimum_l1(seed):
     with torch.no_grad():
         grid = copy.deepcopy(model).double()(pts) @ c.double()
     assert res.value - 1e-9 <= grid.min() <= res.value + 1e-2
-    assert lp_bound(model, x0, eps, c, norm="l1") <= res.value + 1e-9
+    assert lp_bound(model, x0, c, eps=eps, norm="l1") <= res.value + 1e-9
     # the L1 set is smaller than the L-inf set of the same radius
-    assert res.value >= milp_bound(model, x0, eps, c, norm="linf").value - 1e-9
+    assert res.value >= milp_bound(model, x0, c, eps=eps, norm="linf").value - 1e-9
 
 
 def test_milp_beats_random_samples_deeper_net():
@@ -99,7 +99,7 @@ def test_milp_beats_random_samples_deeper_net():
     eps = 0.15
     model = random_relu_mlp(5, (1, 2, 2), (8, 6, 5), 3, scale=1.5)
     x0, c = _rand(105, (1, 2, 2), 0.2, 0.8), torch.tensor([1.0, -1.0, 0.0])
-    res = milp_bound(model, x0, eps, c)
+    res = milp_bound(model, x0, c, eps=eps)
     assert abs(_value(model, res.x, c) - res.value) <= TOL
     signs = torch.tensor([[(v >> i) & 1 for i in range(4)] for v in range(16)], dtype=torch.float64) * 2 - 1
     pts = torch.cat([signs, _rand(6, (20000, 4), -1, 1).double()]) * eps + x0.double().reshape(1, 4)
@@ -107,7 +107,7 @@ def test_milp_beats_random_samples_deeper_net():
         vals = copy.deepcopy(model).double()(pts.reshape(-1, 1, 2, 2)) @ c.double()
     assert vals.min() >= res.value - 1e-9
     # the l1 MILP: samples in the L1 ball (scaled to its sphere) stay above it too
-    res1 = milp_bound(model, x0, eps, c, norm="l1")
+    res1 = milp_bound(model, x0, c, eps=eps, norm="l1")
     d = _rand(7, (20000, 4), -1, 1).double()
     d = d / d.abs().sum(1, keepdim=True) * eps
     with torch.no_grad():
@@ -122,11 +122,12 @@ def test_lp_relaxes_milp():
         model = random_relu_mlp(seed, (1, 2, 2), [(6, 5), (8, 6, 4)][seed % 2], 3, scale=1.5)
         x0, c = _rand(300 + seed, (1, 2, 2)), _rand(400 + seed, (3,), -1, 1)
         for norm, eps in [("linf", 0.1), ("linf", 0.2), ("l1", 0.4)]:
-            pre = interval_bounds(model, x0, eps, norm)
-            lp, exact = lp_bound(model, x0, eps, c, pre, norm), milp_bound(model, x0, eps, c, norm, pre).value
+            pre = interval_bounds(model, x0, eps=eps, norm=norm)
+            kw = dict(eps=eps, norm=norm, pre=pre)
+            lp, exact = lp_bound(model, x0, c, **kw), milp_bound(model, x0, c, **kw).value
             assert lp <= exact + 1e-7
             # the MILP does not depend on which valid bounds give its big-M constants
-            assert abs(milp_bound(model, x0, eps, c, norm).value - exact) <= 1e-7
+            assert abs(milp_bound(model, x0, c, eps=eps, norm=norm).value - exact) <= 1e-7
             gaps.append(exact - lp)
     assert max(gaps) > 1e-3
 
@@ -138,11 +139,12 @@ def test_lp_equals_milp_without_unstable_neurons():
         x0, c = _rand(500 + seed, (1, 2, 2)), _rand(600 + seed, (3,), -1, 1)
         for norm in ("linf", "l1"):
             eps = 1e-3
-            pre = interval_bounds(model, x0, eps, norm)
+            pre = interval_bounds(model, x0, eps=eps, norm=norm)
             if any(((l < 0) & (u > 0)).any() for l, u in pre):
                 continue
             checked += 1
-            lp, res = lp_bound(model, x0, eps, c, pre, norm), milp_bound(model, x0, eps, c, norm, pre)
+            kw = dict(eps=eps, norm=norm, pre=pre)
+            lp, res = lp_bound(model, x0, c, **kw), milp_bound(model, x0, c, **kw)
             assert abs(lp - res.value) <= 1e-6
     assert checked >= 8
 
@@ -150,21 +152,21 @@ def test_lp_equals_milp_without_unstable_neurons():
 def test_l2_is_refused():
     model, x0, c = random_relu_mlp(0), _rand(0, (1, 2, 2)), torch.tensor([1.0, 0.0, -1.0])
     with pytest.raises(ValueError, match="L2"):
-        lp_bound(model, x0, 0.1, c, None, norm="l2")
+        lp_bound(model, x0, c, eps=0.1, norm="l2")
     with pytest.raises(ValueError, match="L2"):
-        milp_bound(model, x0, 0.1, c, norm="l2")
+        milp_bound(model, x0, c, eps=0.1, norm="l2")
     with pytest.raises(NotImplementedError, match="ReLU"):
-        milp_bound(random_relu_mlp(0).append(torch.nn.Tanh()), x0, 0.1, c)
+        milp_bound(random_relu_mlp(0).append(torch.nn.Tanh()), x0, c, eps=0.1)
 
 
 def test_invalid_pre_is_caught():
     """Pre-activation bounds that exclude every input make the LP infeasible: the oracle says so."""
     model, x0, c = random_relu_mlp(0), _rand(0, (1, 2, 2)), torch.tensor([1.0, 0.0, -1.0])
-    pre = interval_bounds(model, x0, 0.05)
+    pre = interval_bounds(model, x0, eps=0.05)
     l, u = pre[0]
     bad = [(u + 1.0, u + 2.0)] + pre[1:]
     with pytest.raises(RuntimeError, match="not valid"):
-        lp_bound(model, x0, 0.05, c, bad)
+        lp_bound(model, x0, c, eps=0.05, pre=bad)
 
 
 # ------------------------------------------------------------------------------- the engine against them
@@ -187,16 +189,16 @@ def _case(seed, norm, eps, n=2, use_margin=True):
     with torch.no_grad():
         y = model(x).argmax(1)
     C = margin_matrix(y, 3) if use_margin else None
-    crown = propagate(model, x, eps, norm, "crown", C)
+    crown = propagate(model, x, eps=eps, norm=norm, C=C)
     return dict(
         seed=seed, norm=norm, eps=eps, model=model, x=x, C=C, crown=crown,
-        fastlin=propagate(model, x, eps, norm, "fastlin", C, pre=crown.pre),
-        crown_again=propagate(model, x, eps, norm, "crown", C, pre=crown.pre),
-        ibp=propagate(model, x, eps, norm, "ibp", C),
-        lp_lo=lp_bounds(model, x, eps, C, crown.pre, norm),
-        lp_up=-lp_bounds(model, x, eps, _neg(C, 3, n), crown.pre, norm),
-        ex_lo=milp_bounds(model, x, eps, C, None, norm),
-        ex_up=-milp_bounds(model, x, eps, _neg(C, 3, n), None, norm),
+        fastlin=propagate(model, x, eps=eps, norm=norm, method="fastlin", C=C, pre=crown.pre),
+        crown_again=propagate(model, x, eps=eps, norm=norm, C=C, pre=crown.pre),
+        ibp=propagate(model, x, eps=eps, norm=norm, method="ibp", C=C),
+        lp_lo=lp_bounds(model, x, eps=eps, norm=norm, C=C, pre=crown.pre),
+        lp_up=-lp_bounds(model, x, eps=eps, norm=norm, C=_neg(C, 3, n), pre=crown.pre),
+        ex_lo=milp_bounds(model, x, eps=eps, norm=norm, C=C),
+        ex_up=-milp_bounds(model, x, eps=eps, norm=norm, C=_neg(C, 3, n)),
     )
 
 
@@ -316,8 +318,8 @@ def test_engine_crown_beats_fastlin_on_average():
         with torch.no_grad():
             C = margin_matrix(model(x).argmax(1), 10)
         for norm, eps in [("linf", 0.05), ("l1", 0.3)]:
-            crown = propagate(model, x, eps, norm, "crown", C)
-            fastlin = propagate(model, x, eps, norm, "fastlin", C, pre=crown.pre)
+            crown = propagate(model, x, eps=eps, norm=norm, C=C)
+            fastlin = propagate(model, x, eps=eps, norm=norm, method="fastlin", C=C, pre=crown.pre)
             gains += [(crown.lower - fastlin.lower).mean(), (fastlin.upper - crown.upper).mean()]
             wins += int((crown.lower >= fastlin.lower - 1e-6).sum())
             total += crown.lower.numel()
@@ -332,9 +334,9 @@ def test_engine_intermediate_bounds_contain_lp_all_bounds():
         model = random_relu_mlp(seed, (1, 2, 2), ARCHS[seed % len(ARCHS)], 3, scale=1.5)
         x = _rand(850 + seed, (2, 1, 2, 2))
         for norm, eps in [("linf", 0.1), ("l1", 0.3)]:
-            pre = propagate(model, x, eps, norm, "crown").pre
+            pre = propagate(model, x, eps=eps, norm=norm).pre
             for n in range(2):
-                for (l, u), (la, ua) in zip(pre, lp_all_bounds(model, x[n], eps, norm)):
+                for (l, u), (la, ua) in zip(pre, lp_all_bounds(model, x[n], eps=eps, norm=norm)):
                     assert (l[n].double() <= la + _tol(la)).all() and (u[n].double() >= ua - _tol(ua)).all(), (
                         seed, norm, n)
 
@@ -347,7 +349,7 @@ def test_engine_intermediate_bounds_contain_exact_ranges():
     for seed, norm, eps in [(1, "linf", 0.08), (2, "l1", 0.3)]:
         model = random_relu_mlp(seed, (1, 2, 2), ARCHS[seed % len(ARCHS)], 3, scale=1.5)
         x = _rand(800 + seed, (1, 1, 2, 2))
-        pre = propagate(model, x, eps, norm, "crown").pre
+        pre = propagate(model, x, eps=eps, norm=norm).pre
         cuts = [i for i, m in enumerate(model) if isinstance(m, torch.nn.ReLU)]
         assert len(cuts) == len(pre)
         for cut, (l, u) in zip(cuts, pre):
@@ -355,8 +357,8 @@ def test_engine_intermediate_bounds_contain_exact_ranges():
             for j in range(l.shape[1]):
                 e = torch.zeros(l.shape[1])
                 e[j] = 1
-                lo = milp_bound(head, x[0], eps, e, norm).value
-                hi = -milp_bound(head, x[0], eps, -e, norm).value
+                lo = milp_bound(head, x[0], e, eps=eps, norm=norm).value
+                hi = -milp_bound(head, x[0], -e, eps=eps, norm=norm).value
                 assert l[0, j] <= lo + TOL * (1 + abs(lo)) and u[0, j] >= hi - TOL * (1 + abs(hi)), (cut, j)
 
 
@@ -372,16 +374,16 @@ def test_engine_exact_without_unstable_neurons():
         with torch.no_grad():
             C = margin_matrix(model(x).argmax(1), 3)
         for norm, eps in [("linf", 1e-4), ("l1", 1e-4)]:
-            crown = propagate(model, x, eps, norm, "crown", C)
-            fastlin = propagate(model, x, eps, norm, "fastlin", C, pre=crown.pre)
+            crown = propagate(model, x, eps=eps, norm=norm, C=C)
+            fastlin = propagate(model, x, eps=eps, norm=norm, method="fastlin", C=C, pre=crown.pre)
             stable = torch.stack([((l < 0) & (u > 0)).flatten(1).any(1) for l, u in crown.pre]).any(0).logical_not()
             for n in torch.nonzero(stable).flatten().tolist():
                 pre = [(l[n], u[n]) for l, u in crown.pre]
                 for m in range(C.shape[1]):
-                    lp = lp_bound(model, x[n], eps, C[n, m], pre, norm)
-                    ex = milp_bound(model, x[n], eps, C[n, m], norm).value
-                    lp_max = -lp_bound(model, x[n], eps, -C[n, m], pre, norm)
-                    ex_max = -milp_bound(model, x[n], eps, -C[n, m], norm).value
+                    lp = lp_bound(model, x[n], C[n, m], eps=eps, norm=norm, pre=pre)
+                    ex = milp_bound(model, x[n], C[n, m], eps=eps, norm=norm).value
+                    lp_max = -lp_bound(model, x[n], -C[n, m], eps=eps, norm=norm, pre=pre)
+                    ex_max = -milp_bound(model, x[n], -C[n, m], eps=eps, norm=norm).value
                     for v in (crown.lower[n, m], fastlin.lower[n, m], lp):
                         assert abs(float(v) - ex) <= TOL * (1 + abs(ex)), (seed, norm, n, m, float(v), ex)
                     for v in (crown.upper[n, m], fastlin.upper[n, m], lp_max):
@@ -397,10 +399,39 @@ def test_oracles_are_fast():
 
     model = random_relu_mlp(11, (1, 2, 2), (10, 10, 10), 3, scale=1.5)
     x0, c = _rand(11, (1, 2, 2)), torch.tensor([1.0, -1.0, 0.0])
-    pre = interval_bounds(model, x0, 0.1)
+    pre = interval_bounds(model, x0, eps=0.1)
     unstable = sum(int(((l < 0) & (u > 0)).sum()) for l, u in pre)
     t = time.perf_counter()
-    lp = lp_bound(model, x0, 0.1, c, pre)
-    ex = milp_bound(model, x0, 0.1, c, pre=pre).value
+    lp = lp_bound(model, x0, c, eps=0.1, pre=pre)
+    ex = milp_bound(model, x0, c, eps=0.1, pre=pre).value
     assert time.perf_counter() - t < 5.0 and lp <= ex + 1e-7 and unstable >= 5
     assert math.isfinite(ex)
+
+
+def test_batched_oracles_take_labels_and_keywords_like_the_engine():
+    """``lp_bounds`` / ``milp_bounds`` follow ``propagate``'s convention: labels y give the margins, the rest
+    is keyword-only; the single-sample oracles take ``(model, x0, c, *, eps, norm, pre)`` both alike."""
+    from advlib.verify import margin_matrix
+
+    model = random_relu_mlp(0, scale=1.5)
+    x = _rand(12, (2, 1, 2, 2))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    C = margin_matrix(y, 3)
+    assert torch.equal(lp_bounds(model, x, y, eps=0.1), lp_bounds(model, x, eps=0.1, C=C))
+    assert torch.equal(milp_bounds(model, x, y, eps=0.1), milp_bounds(model, x, eps=0.1, C=C))
+    assert lp_bounds(model, x, eps=0.1).shape == (2, 3)  # neither: the logits
+    c = C[0, 0]
+    assert lp_bound(model, x[0], c, eps=0.1) <= milp_bound(model, x[0], c, eps=0.1).value + 1e-9
+    with pytest.raises(TypeError):
+        lp_bound(model, x[0], c, 0.1)
+    with pytest.raises(TypeError):
+        milp_bound(model, x[0], c, 0.1, "linf")
+    with pytest.raises(ValueError, match="not both"):
+        lp_bounds(model, x, y, eps=0.1, C=C)
+    with pytest.raises(ValueError, match="empty batch"):
+        milp_bounds(model, x[:0], eps=0.1)
+    with pytest.raises(ValueError, match="norm"):
+        lp_bound(model, x[0], c, eps=0.1, norm="l3")
+    with pytest.raises(ValueError, match="eps"):
+        lp_bounds(model, x, eps=-1.0)

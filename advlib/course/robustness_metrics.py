@@ -1,4 +1,4 @@
-"""Checks and helpers of lecture 41 (robustness estimates: CLEVER and randomized smoothing)."""
+"""Checks, references and helpers of lecture 42 (robustness estimates: CLEVER and randomized smoothing)."""
 from __future__ import annotations
 
 import math
@@ -8,12 +8,11 @@ import torch
 from scipy import stats
 from torch import nn
 
+from ..threat import dual_norm, parse_norm
 from .exercises import ExerciseError, attempt
 
 __all__ = ["check_sample_l2_ball", "check_clever_from_gradients", "check_clopper_pearson_lower", "gradient_norms",
-           "plot_weibull_fit"]
-
-_DUAL = {"l2": 2, "linf": 1, "l1": math.inf}
+           "plot_weibull_fit", "reference_clever_score"]
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -27,6 +26,7 @@ def gradient_norms(model: nn.Module, x0: torch.Tensor, c: int, j: int, *, norm: 
     ``(n_batches, batch_size)``: one row per batch, so ``.max(1)`` gives the batch maxima."""
     from ..verify.clever import DEFAULT_RADIUS, _uniform_ball
 
+    norm = parse_norm(norm, "gradient_norms")
     radius = DEFAULT_RADIUS[norm] if radius is None else radius
     gen = torch.Generator(device=x0.device).manual_seed(seed)
     rows = []
@@ -35,7 +35,7 @@ def gradient_norms(model: nn.Module, x0: torch.Tensor, c: int, j: int, *, norm: 
         pts.requires_grad_(True)
         logits = model(pts)
         (grad,) = torch.autograd.grad((logits[:, c] - logits[:, j]).sum(), pts)
-        rows.append(torch.linalg.vector_norm(grad.flatten(1), ord=_DUAL[norm], dim=1).detach().cpu())
+        rows.append(dual_norm(grad, norm).detach().cpu())
     return torch.stack(rows).double().numpy()
 
 
@@ -48,7 +48,7 @@ def plot_weibull_fit(norms: np.ndarray, fit, *, title: str = ""):
     shape, loc, scale, p = fit
     maxima = norms.max(1)
     law = stats.weibull_max(shape, loc=loc, scale=scale)  # the reverse Weibull: support (-inf, loc]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 4.4), gridspec_kw={"width_ratios": (1.5, 1)})
     bins = np.linspace(norms.min(), max(loc, norms.max()) * 1.01, 80)
     ax1.hist(norms.ravel(), bins=bins, density=True, color="#999999", alpha=0.6,
              label=f"all {norms.size:,} gradient norms")
@@ -59,15 +59,15 @@ def plot_weibull_fit(norms: np.ndarray, fit, *, title: str = ""):
     ax1.axvline(loc, color="#c44e52", ls="--", lw=1.2, label=f"location = estimate of L: {loc:.3f}")
     ax1.axvline(norms.max(), color="#2d2d2d", ls=":", lw=1.2, label=f"largest norm seen: {norms.max():.3f}")
     ax1.set_xlabel(r"dual norm of the margin's gradient $\|\nabla g(x)\|_q$"), ax1.set_ylabel("density")
-    ax1.legend(fontsize=8, loc="upper left")
-    ax1.set_title("gradient norms in the ball, and their batch maxima", fontsize=10)
+    ax1.legend(fontsize=9, loc="upper left")
+    ax1.set_title("gradient norms in the ball and their batch maxima", fontsize=10)
     s = np.sort(maxima)
     ax2.step(s, np.arange(1, len(s) + 1) / len(s), where="post", color="#4c72b0", label="batch maxima (empirical)")
     t2 = np.linspace(s[0] - 0.1 * (loc - s[0]), loc, 400)
     ax2.plot(t2, law.cdf(t2), color="#c44e52", lw=2, label=f"fitted CDF (K-S p-value {p:.2f})")
     ax2.axvline(loc, color="#c44e52", ls="--", lw=1.2)
     ax2.set_xlabel("batch maximum"), ax2.set_ylabel("cumulative probability")
-    ax2.legend(fontsize=8, loc="upper left")
+    ax2.legend(fontsize=9, loc="upper left")
     ax2.set_title("goodness of fit", fontsize=10)
     if title:
         fig.suptitle(title, fontsize=11)
@@ -160,6 +160,13 @@ def _fit(maxima: np.ndarray) -> tuple[float, float, float, float]:
 
 def _clip(value: float, radius: float) -> float:
     return min(max(value, 0.0), radius)
+
+
+def reference_clever_score(margin: float, grad_norms, radius: float) -> float:
+    """The CLEVER score of one input and class from its gradient norms (Weng et al., 2018, Algorithm 1,
+    lines 8-10): ``min(max(margin / L, 0), radius)``, ``L`` the location of the reverse Weibull fitted to
+    the batch maxima (one row of ``grad_norms`` per batch). The answer the check of exercise 2 expects."""
+    return _clip(margin / _fit(np.asarray(grad_norms).max(axis=1))[1], radius)
 
 
 def check_clever_from_gradients(clever_from_gradients, *, strict: bool = False) -> None:

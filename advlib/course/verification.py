@@ -1,14 +1,14 @@
-"""Checks and figures of lecture 40 (certification by bound propagation: IBP, Fast-Lin, CROWN)."""
+"""Checks, references and figures of lectures 40 (bound propagation: IBP, Fast-Lin, CROWN) and 41 (certified
+radius and accuracy)."""
 from __future__ import annotations
 
 import torch
 
+from ..threat import dual_order, order, parse_norm
 from .exercises import ExerciseError, attempt
 
-__all__ = ["check_interval_linear", "check_crown_relu", "check_linear_certified_radius", "reference_radius",
-           "relaxation_figure"]
-
-_DUAL = {"linf": 1.0, "l2": 2.0, "l1": float("inf")}
+__all__ = ["check_interval_linear", "check_crown_relu", "check_linear_certified_radius", "reference_interval_linear",
+           "reference_crown_relu", "reference_radius", "relaxation_figure"]
 
 
 def _shape_error(got, want: torch.Tensor, what: str) -> ExerciseError | None:
@@ -25,6 +25,14 @@ def _pair(got, what: str):
 
 
 # ------------------------------------------------------------------------------------------------ exercise 1
+def reference_interval_linear(W: torch.Tensor, b: torch.Tensor, l: torch.Tensor, u: torch.Tensor):
+    """The exact range ``(lower, upper)`` of ``W x + b`` over each box ``l <= x <= u`` of the batch
+    (IBP's step through an affine layer, Gowal et al. 2018, eq. 6): centre ``W c + b``, radius ``|W| r``."""
+    centre, radius = (l + u) / 2, (u - l) / 2
+    mid, rad = centre @ W.T + b, radius @ W.abs().T
+    return mid - rad, mid + rad
+
+
 def check_interval_linear(interval_linear, *, strict: bool = False) -> None:
     """``interval_linear(W, b, l, u)`` must return ``(lower, upper)``: the exact range of each output
     of ``W x + b`` (``W`` is ``m x n``, ``b`` has ``m`` entries) when every ``x`` of the batch ranges over
@@ -78,10 +86,11 @@ def check_interval_linear(interval_linear, *, strict: bool = False) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ exercise 2
-def _crown_relu_reference(l: torch.Tensor, u: torch.Tensor):
-    """CROWN's lines for ReLU on [l, u], from the definitions (the answer the check expects)."""
-    a_lo, b_lo, a_up, b_up = (torch.zeros_like(l) for _ in range(4))
-    for i, (lo, up) in enumerate(zip(l.tolist(), u.tolist())):
+def reference_crown_relu(l: torch.Tensor, u: torch.Tensor):
+    """CROWN's lines ``(a_lo, b_lo, a_up, b_up)`` for ReLU on ``[l, u]`` (Zhang et al. 2018, Sec. 3.2),
+    neuron by neuron from the definitions (any shape, element-wise): the answer the check expects."""
+    a_lo, b_lo, a_up, b_up = (torch.zeros(l.numel(), dtype=l.dtype) for _ in range(4))
+    for i, (lo, up) in enumerate(zip(l.flatten().tolist(), u.flatten().tolist())):
         if lo >= 0:  # always active: relu(z) = z
             a_lo[i] = a_up[i] = 1.0
         elif up <= 0:  # always inactive: relu(z) = 0
@@ -90,7 +99,7 @@ def _crown_relu_reference(l: torch.Tensor, u: torch.Tensor):
             a_up[i] = up / (up - lo)
             b_up[i] = -a_up[i] * lo
             a_lo[i] = 1.0 if up > -lo else 0.0
-    return a_lo, b_lo, a_up, b_up
+    return tuple(t.view_as(l).to(l.device) for t in (a_lo, b_lo, a_up, b_up))
 
 
 def check_crown_relu(crown_relu, *, strict: bool = False) -> None:
@@ -102,7 +111,7 @@ def check_crown_relu(crown_relu, *, strict: bool = False) -> None:
     def check():
         l = torch.tensor([-1.0, -3.0, -2.0, 0.5, 0.0, -2.0, -4.0, -0.5, 1.0, -1e-3], dtype=torch.float64)
         u = torch.tensor([3.0, 1.0, 2.5, 2.0, 1.0, 0.0, -1.0, 0.25, 1.0, 5.0], dtype=torch.float64)
-        want = _crown_relu_reference(l, u)
+        want = reference_crown_relu(l, u)
         got = crown_relu(l.clone(), u.clone())
         if not isinstance(got, (tuple, list)) or len(got) != 4:
             raise ExerciseError(f"return four tensors (a_lo, b_lo, a_up, b_up), got {type(got).__name__}")
@@ -156,7 +165,11 @@ def reference_radius(W: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch
     """The exact robustness radius of the linear classifier ``argmax(W x + b)`` at each row of ``x``
     in the ``norm`` ball (no box): ``min_{j != y} (z_y - z_j) / ||w_y - w_j||_q`` with ``q`` the dual
     norm, and 0 where ``x`` is misclassified. Written as a loop, from the definition."""
-    q = _DUAL[norm]
+    return _linear_radius(W, b, x, y, dual_order(parse_norm(norm, "reference_radius")))
+
+
+def _linear_radius(W, b, x, y, q: float) -> torch.Tensor:
+    """``min_{j != y} (z_y - z_j) / ||w_y - w_j||_q`` per row of ``x`` (0 where misclassified), by a loop."""
     out = torch.zeros(len(x), dtype=torch.float64)
     z = x.double() @ W.double().T + b.double()
     for n in range(len(x)):
@@ -202,9 +215,8 @@ def check_linear_certified_radius(linear_certified_radius, *, strict: bool = Fal
                 raise ExerciseError(f"norm={norm!r}: a misclassified point gets radius {got[wrong].abs().max():.3g}; "
                                     "it has no robustness at all. Hint: return 0 where argmax(z) != y.")
             right = ~wrong
-            same = {"linf": "l1", "l1": "linf"}.get(norm)  # reference_radius(.., same) divides by ||.||_p itself
-            if same and torch.allclose(got[right], reference_radius(W, b, x, y, same)[right], rtol=1e-5):
-                ball = {"linf": "L-inf", "l1": "L1"}[norm]
+            p, ball = order(norm), {"linf": "L-inf", "l1": "L1", "l2": "L2"}[norm]
+            if p != dual_order(norm) and torch.allclose(got[right], _linear_radius(W, b, x, y, p)[right], rtol=1e-5):
                 raise ExerciseError(f"norm={norm!r}: you divided by the {ball} norm of w_y - w_j, the norm of the "
                                     "ball. By Hölder's inequality a change of size eps in the p-norm "
                                     "moves (w_y - w_j).x by at most eps times the *dual* norm: L1 for an L-inf ball, "
@@ -232,8 +244,12 @@ def relaxation_figure(relaxation, cases=None):
     from torch import nn
 
     cases = cases or [(nn.ReLU(), -1.0, 3.0), (nn.ReLU(), -3.0, 1.0), (nn.Tanh(), -2.0, 1.0), (nn.Tanh(), 0.5, 2.5)]
-    fig, axes = plt.subplots(1, len(cases), figsize=(3.6 * len(cases), 3.5), squeeze=False)
-    for ax, (op, lo, up) in zip(axes[0], cases):
+    cols = min(len(cases), 2)  # two panels a row: readable at book width
+    rows = -(-len(cases) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(cases):]:
+        ax.axis("off")
+    for ax, (op, lo, up) in zip(axes.flat, cases):
         l, u = torch.tensor([float(lo)]), torch.tensor([float(up)])
         pad = 0.25 * (up - lo)
         z = torch.linspace(lo - pad, up + pad, 300)
@@ -253,7 +269,7 @@ def relaxation_figure(relaxation, cases=None):
         if relu:
             ax.fill([lo, 0, up], [0, 0, up], color="#4c72b0", alpha=0.12, label="triangle (convex hull)")
         ax.axvline(lo, color="#999", lw=0.6, ls=":"), ax.axvline(up, color="#999", lw=0.6, ls=":")
-        ax.set_title(f"{type(op).__name__} on [l, u] = [{lo:g}, {up:g}]", fontsize=9)
-        ax.set_xlabel("pre-activation z"), ax.grid(alpha=0.3), ax.legend(fontsize=7)
+        ax.set_title(f"{type(op).__name__} on [l, u] = [{lo:g}, {up:g}]", fontsize=10)
+        ax.set_xlabel("pre-activation z"), ax.grid(alpha=0.3), ax.legend(fontsize=9)
     fig.tight_layout()
     return fig

@@ -3,6 +3,9 @@
     python -m advlib.data list                  # the catalogue, and what is here already
     python -m advlib.data fetch mnist cifar10   # download through torchvision and verify the md5s
 
+Files placed by hand (not torchvision's) are verified against the md5 table that
+``$ADVLIB_CHECKSUMS`` names (see :func:`advlib.data.downloads.local_checksums`).
+
 ``--root PATH`` uses another cache folder than :func:`~advlib.data.cache_dir`.
 """
 from __future__ import annotations
@@ -11,16 +14,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from .downloads import SOURCES
+from .downloads import CHECKSUMS_ENV, SOURCES
 from .registry import SPECS, DatasetUnavailable, Spec, cache_dir, catalogue
 
 
 def status(spec: Spec, root: Path) -> str:
-    """'offline' (ships with a package), 'cached' (files in ``root``) or 'needs download'."""
+    """'offline' (ships with a package), 'cached' (files in ``root``; 'cached, md5 from
+    $ADVLIB_CHECKSUMS' when that table vouches for some of them) or 'needs download'."""
     if spec.offline:
         return "offline"
     source = SOURCES.get(spec.name)
-    return "cached" if source is not None and not source.missing(root) else "needs download"
+    if source is None or source.missing(root):
+        return "needs download"
+    return f"cached, md5 from ${CHECKSUMS_ENV}" if source.hand_placed(root) else "cached"
 
 
 def list_table(root: Path) -> str:

@@ -13,6 +13,9 @@ Three rules:
   friends), which fetches the files and checks their md5 itself.
 * **Every load verifies the md5 of the files it reads** against torchvision's own table
   (``MNIST.resources``, ``CIFAR10.train_list`` ...), looked up at call time, never copied here.
+  Files that are *not* torchvision's (placed by hand: a subset, toy files written by a test) are
+  verified against a table the user names explicitly: ``ADVLIB_CHECKSUMS=PATH``, a file in
+  ``md5sum`` format (see :func:`local_checksums`). Nothing skips verification.
 * **The readers never run code from a file**: IDX files are parsed with ``gzip`` and
   ``numpy.frombuffer``; CIFAR-10's pickled batches go through :class:`RestrictedUnpickler`, which
   builds numpy arrays and plain Python data and refuses everything else.
@@ -27,6 +30,7 @@ import hashlib
 import os
 import pickle
 import socket
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -40,8 +44,8 @@ try:  # numpy >= 2
 except ImportError:  # numpy 1.x
     from numpy.core import multiarray as _multiarray
 
-__all__ = ["CifarSource", "IdxSource", "RestrictedUnpickler", "SOURCES", "TorchvisionSource", "host_reachable",
-           "offline_reason", "read_idx", "restricted_load"]
+__all__ = ["CHECKSUMS_ENV", "CifarSource", "IdxSource", "RestrictedUnpickler", "SOURCES", "TorchvisionSource",
+           "host_reachable", "local_checksums", "offline_reason", "read_idx", "restricted_load"]
 
 
 # --- is the network there? --------------------------------------------------------------------
@@ -67,6 +71,40 @@ def offline_reason(url: str) -> str | None:
     if not host_reachable(parts.hostname, port):
         return f"no connection to {parts.hostname}"
     return None
+
+
+# --- checksums of files placed by hand ----------------------------------------------------------
+#: the variable that names a local md5 table (``md5sum`` format) for files that are not torchvision's
+CHECKSUMS_ENV = "ADVLIB_CHECKSUMS"
+
+
+def local_checksums() -> tuple[Path | None, dict[str, str]]:
+    """The md5 table named by ``$ADVLIB_CHECKSUMS``: ``(its path, {file: md5})``, or ``(None, {})``.
+
+    The file is what ``md5sum`` prints, one ``<md5>  <path>`` line per file (``<md5> *<path>`` is
+    read too; blank lines and ``#`` comments are skipped); a path is relative to the cache folder,
+    as in ``MNIST/raw/train-images-idx3-ubyte.gz``, or absolute. Make one for files you placed by
+    hand with ``cd "$ADVLIB_DATA" && md5sum MNIST/raw/*.gz > mine.md5``. Every file it lists is
+    verified against it instead of torchvision's table; every other file still against torchvision's.
+    """
+    env = os.environ.get(CHECKSUMS_ENV, "")
+    if not env:
+        return None, {}
+    path = Path(env).expanduser()
+    if not path.is_file():
+        raise DatasetUnavailable(f"{CHECKSUMS_ENV}={env}: no such file (it should name an md5 table written "
+                                 f"by md5sum; unset {CHECKSUMS_ENV} to verify against torchvision's checksums)")
+    table = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        digest, _, name = line.strip().partition(" ")
+        name = name.strip().removeprefix("*").removeprefix("./")
+        if len(digest) != 32 or not name or any(c not in "0123456789abcdef" for c in digest.lower()):
+            raise DatasetUnavailable(f"{path}, line {number}: expected '<md5>  <path>' as md5sum writes it, "
+                                     f"got {line!r}")
+        table[name] = digest.lower()
+    return path, table
 
 
 # --- the readers ------------------------------------------------------------------------------
@@ -183,7 +221,7 @@ class TorchvisionSource:
         self.verify(root, files)
         try:
             return self.parse(split, root)
-        except (ValueError, pickle.UnpicklingError, EOFError, OSError) as e:
+        except (ValueError, pickle.UnpicklingError, EOFError, OSError, zlib.error) as e:
             raise DatasetUnavailable(f"{self.name!r}: a file in {root / self.folder} cannot be read ({e}). "
                                      f"Delete it and run:  {self.fetch_command(root)}") from e
 
@@ -213,19 +251,32 @@ class TorchvisionSource:
         if missing := self.missing(root):
             raise self.unavailable(root, f"the download did not produce {missing[0]}")
 
+    def expected_md5(self, root: Path, file: str) -> tuple[str, str]:
+        """The md5 that ``file`` must have, and where that number comes from (for messages): the
+        table of ``$ADVLIB_CHECKSUMS`` when it lists the file, else torchvision's."""
+        local_path, local = local_checksums()
+        for key in (file, str(Path(root).resolve() / file)):
+            if key in local:
+                return local[key], f"{CHECKSUMS_ENV}={local_path}"
+        return self.checksums()[file], f"torchvision.datasets.{self.torchvision_class}"
+
+    def hand_placed(self, root: Path) -> list[str]:
+        """This data set's files whose md5 comes from ``$ADVLIB_CHECKSUMS`` rather than torchvision."""
+        return [f for f in self.checksums() if self.expected_md5(root, f)[1].startswith(CHECKSUMS_ENV)]
+
     def verify(self, root: Path, files: list[str]) -> None:
         """Check the md5 of ``files``; a mismatch raises :class:`DatasetUnavailable` naming the file."""
-        table = self.checksums()
         for f in files:
             path = Path(root) / f
+            expected, source = self.expected_md5(root, f)
             digest = hashlib.md5(usedforsecurity=False)
             with open(path, "rb") as fh:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):
                     digest.update(chunk)
-            if digest.hexdigest() != table[f]:
+            if digest.hexdigest() != expected:
                 raise DatasetUnavailable(
-                    f"{path} is corrupted: its md5 is {digest.hexdigest()}, expected {table[f]} ({self.name!r}). "
-                    f"Delete it and run:  {self.fetch_command(root)}")
+                    f"{path} is corrupted: its md5 is {digest.hexdigest()}, expected {expected} ({self.name!r}, "
+                    f"md5 from {source}). Delete it and run:  {self.fetch_command(root)}")
 
     def fetch_command(self, root: Path) -> str:
         """The shell command that fetches this data set into ``root``."""

@@ -35,16 +35,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import Normalize, ResidualBlock
-from ..train import require_eval
+from ..threat import check_batch, check_budget, check_labels, check_model_input, chunks, dual_norm, parse_norm
 
 __all__ = ["METHODS", "Node", "trace", "propagate", "bounds", "margin_matrix", "Bounds"]
 
+#: the bound-propagation methods, loosest first: interval, Fast-Lin's and CROWN's linear bounds
 METHODS = ("ibp", "fastlin", "crown")
-NORMS = ("linf", "l2", "l1")
 _AFFINE = (nn.Linear, nn.Conv2d, Normalize, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
            nn.Flatten, nn.Identity, nn.Dropout)
 _ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.Sigmoid)
-_BUDGET = 2 ** 25  # floats per coefficient tensor in a backward walk; larger batches are split
 _DENSE = 2 ** 21  # convolutions whose matrix has at most this many entries (8 MB) use it
 
 
@@ -263,10 +262,6 @@ def relaxation(op: nn.Module, l: torch.Tensor, u: torch.Tensor, method: str):
 
 
 # ------------------------------------------------------------------------------------------- concretisation
-def _dual(norm: str) -> float:
-    return {"linf": 1.0, "l2": 2.0, "l1": math.inf}[norm]
-
-
 def _concretise(A: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, norm: str, x_min: torch.Tensor,
                 x_max: torch.Tensor, upper: bool) -> torch.Tensor:
     """``min`` (or ``max``) of ``A . x`` over ``x`` in the ball ``||x - x0||_p <= eps`` intersected with
@@ -285,19 +280,30 @@ def _concretise(A: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, norm: str,
     box = (A * centre).sum(2) + sign * (A.abs() * radius).sum(2)
     if norm == "linf":
         return box
-    ball = (A * x0).sum(2) + sign * e[:, :, 0] * torch.linalg.vector_norm(A, ord=_dual(norm), dim=2)
+    ball = (A * x0).sum(2) + sign * e[:, :, 0] * dual_norm(A, norm, start_dim=2)
     return torch.minimum(box, ball) if upper else torch.maximum(box, ball)
 
 
 # ------------------------------------------------------------------------------------------- propagation
 @dataclass
 class Bounds:
-    """The result of :func:`propagate`: ``lower <= C f(x) <= upper`` on the perturbation set, and the
-    pre-activation bounds ``pre`` (one ``(l, u)`` per activation layer, in forward order)."""
+    """The answer of :func:`bounds` and :func:`propagate`: ``lower <= C f(x') <= upper`` for every
+    ``x'`` of the perturbation set (``N x M``: one row per input, one column per row of ``C``), and
+    the pre-activation bounds ``pre`` (one ``(l, u)`` per activation layer, in forward order, each
+    ``N x ...``). Unpacks as ``lower, upper = bounds(...)``."""
 
     lower: torch.Tensor
     upper: torch.Tensor
     pre: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+
+    def __iter__(self):
+        return iter((self.lower, self.upper))
+
+    @property
+    def certified(self) -> torch.Tensor:
+        """``True`` per input where every row has a positive lower bound (with ``C`` the margin
+        matrix of ``y``: the prediction is provably ``y`` on the whole set)."""
+        return (self.lower > 0).all(1)
 
 
 def _dot(A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -441,57 +447,44 @@ def _other_classes(y: torch.Tensor, n_classes: int) -> torch.Tensor:
 def margin_matrix(y: torch.Tensor, n_classes: int) -> torch.Tensor:
     """``C`` with rows ``e_y - e_j`` for every ``j != y`` (``N x (K-1) x K``): ``C f(x) > 0`` means
     the prediction is ``y``, so a positive lower bound of every row certifies the sample."""
-    if y.dim() != 1 or y.is_floating_point() or (len(y) and (y.min() < 0 or y.max() >= n_classes)):
-        raise ValueError(f"margin_matrix needs a 1-D integer tensor of labels in 0..{n_classes - 1}")
+    n = len(y) if isinstance(y, torch.Tensor) and y.dim() == 1 else -1  # anything else is refused below
+    check_labels(y, n, n_classes, "margin_matrix")
     eye = torch.eye(n_classes, device=y.device)
     return eye[y][:, None, :] - eye[_other_classes(y, n_classes)]
 
 
-def _check(model, x, eps, norm, method, C, x_min, x_max):
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
-        raise ValueError("advlib.verify: x must be a floating-point batch N x ...; add a batch dimension with x[None]")
-    if norm not in NORMS:
-        raise ValueError(f"advlib.verify: norm must be one of {NORMS}, got {norm!r}")
+def _checked(model, x, y, eps, norm, method, C, x_min, x_max, who: str):
+    """The checks every public call of the engine shares (the core's wording, :mod:`advlib.threat`).
+    Returns ``(eps as one radius per input, the norm's name, C, the number of classes)``; ``C`` is the
+    margin matrix of ``y`` when ``y`` is given and ``C`` is not."""
+    check_batch(x, who, x_min=x_min, x_max=x_max)
+    n = len(x)
+    eps = check_budget(eps, who, n)
+    norm = parse_norm(norm, who)
     if method not in METHODS:
-        raise ValueError(f"advlib.verify: method must be one of {METHODS}, got {method!r}")
-    eps = torch.as_tensor(eps, dtype=x.dtype, device=x.device)
-    if eps.dim() == 0:
-        eps = eps.expand(len(x))
-    if eps.shape != (len(x),) or not torch.isfinite(eps).all() or (eps < 0).any():
-        raise ValueError(f"advlib.verify: eps must be a finite number >= 0 or one per input, got {eps}")
-    if x.numel() and ((x < torch.as_tensor(x_min) - 1e-6).any() or (x > torch.as_tensor(x_max) + 1e-6).any()):
-        where = f"[{x_min}, {x_max}]" if isinstance(x_min, float) and isinstance(x_max, float) else "[x_min, x_max]"
-        raise ValueError(f"advlib.verify: inputs must lie in {where}, found [{x.min():.3g}, {x.max():.3g}]; "
-                         "put any normalisation inside the model (advlib.models.Normalize)")
-    p = next(model.parameters(), None)
-    if p is not None and p.device != x.device:
-        raise ValueError(f"advlib.verify: x is on {x.device} but the model is on {p.device}; move one of them")
-    if C is not None and (C.dim() != 3 or len(C) != len(x)):
-        raise ValueError(f"advlib.verify: C must be N x M x K (one matrix per input), got {tuple(C.shape)}")
-    require_eval(model, "advlib.verify")
-    return eps
+        raise ValueError(f"{who}: method must be one of {METHODS}, got {method!r}")
+    classes = check_model_input(model, x, who)
+    if y is not None:
+        if C is not None:
+            raise ValueError(f"{who}: give the labels y (for the margins z_y - z_j) or a matrix C, not both")
+        check_labels(y, n, classes, who)
+        C = margin_matrix(y, classes)
+    if C is not None and (not isinstance(C, torch.Tensor) or C.dim() != 3 or len(C) != n or C.shape[2] != classes):
+        raise ValueError(f"{who}: C must be N x M x K (one matrix per input, K = {classes} logits), got "
+                         f"{tuple(getattr(C, 'shape', ()))}")
+    eps = torch.as_tensor(eps, dtype=x.dtype, device=x.device).expand(n)
+    return eps, norm, C, classes
 
 
-def propagate(model: nn.Module, x: torch.Tensor, eps, norm: str = "linf", method: str = "crown",
-              C: torch.Tensor | None = None, pre: list | None = None, x_min=0.0, x_max=1.0,
-              nodes: list[Node] | None = None) -> Bounds:
-    """Bounds of ``C f(x')`` for every ``x'`` with ``||x' - x||_p <= eps`` and ``x_min <= x' <= x_max``.
-
-    ``eps`` is a number or one radius per input; ``method`` is ``"ibp"``, ``"fastlin"`` or ``"crown"``;
-    ``C`` is ``N x M x K`` (``None``: the logits themselves). ``x_min`` / ``x_max`` are numbers or
-    tensors like ``x`` (a per-pixel box, e.g. from :func:`advlib.verify.semantic.rotation_box`).
-    ``pre`` reuses given intermediate bounds (a list like ``Bounds.pre``) instead of computing them.
-    Large batches are split so that no coefficient tensor exceeds about 128 MB.
-    """
-    eps = _check(model, x, eps, norm, method, C, x_min, x_max)
-    nodes = nodes or trace(model, tuple(x.shape[1:]))
+def _run(nodes, x, eps, norm, method, C=None, pre=None, x_min=0.0, x_max=1.0) -> Bounds:
+    """The engine on checked inputs, split into pieces of :data:`advlib.threat.MEMORY_BUDGET` floats:
+    a backward walk holds ``N x rows x widest`` coefficients (``rows`` the neurons walked back at once)."""
     widest = max(nd.numel for nd in nodes)
     rows = max([nodes[nd.inputs[0]].numel for nd in nodes if isinstance(nd.op, _ACTIVATIONS)] + [nodes[-1].numel])
-    chunk = len(x) if method == "ibp" else max(1, _BUDGET // (widest * rows))
+    per_input = 2 * sum(nd.numel for nd in nodes) if method == "ibp" else widest * rows
     parts = []
     with torch.no_grad() if method != "ibp" else contextlib.nullcontext():  # IBP stays differentiable
-        for s in range(0, len(x), chunk):
-            sl = slice(s, s + chunk)
+        for sl in chunks(len(x), per_input):
             part_pre = [(l[sl], u[sl]) for l, u in pre] if pre is not None else None
             lo, hi = (t[sl] if isinstance(t, torch.Tensor) and t.dim() else t for t in (x_min, x_max))
             parts.append(_propagate_chunk(nodes, x[sl], eps[sl], norm, method, None if C is None else C[sl],
@@ -503,8 +496,30 @@ def propagate(model: nn.Module, x: torch.Tensor, eps, norm: str = "linf", method
                    for i in range(len(parts[0].pre))])
 
 
-def bounds(model: nn.Module, x: torch.Tensor, eps, norm: str = "linf", method: str = "crown",
-           C: torch.Tensor | None = None, x_min=0.0, x_max=1.0):
-    """``lower, upper`` with ``lower <= C f(x') <= upper`` on the perturbation set (see :func:`propagate`)."""
-    b = propagate(model, x, eps, norm, method, C, x_min=x_min, x_max=x_max)
-    return b.lower, b.upper
+def propagate(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, eps, norm="linf",
+              method: str = "crown", C: torch.Tensor | None = None, pre: list | None = None, x_min=0.0,
+              x_max=1.0, nodes: list[Node] | None = None) -> Bounds:
+    """Bounds of ``C f(x')`` for every ``x'`` with ``||x' - x||_p <= eps`` and ``x_min <= x' <= x_max``
+    (IBP: Gowal et al. 2018, eq. 6; Fast-Lin: Weng et al. 2018, Thm. 3.5; CROWN: Zhang et al. 2018,
+    Thm. 3.2), as :class:`Bounds`.
+
+    ``x`` is a batch ``N x ...`` in the box, ``eps`` a number or one radius per input, ``norm`` one of
+    ``"linf"``, ``"l2"``, ``"l1"``, ``method`` one of :data:`METHODS`. With labels ``y`` (and no ``C``)
+    the rows are the margins ``z_y - z_j``, ``j != y`` (:func:`margin_matrix`); with ``C`` (``N x M x K``)
+    they are ``C f``; with neither, the logits themselves. ``x_min`` / ``x_max`` are numbers or
+    tensors like ``x`` (a per-pixel box, e.g. from :func:`advlib.verify.rotation_box`). ``pre`` reuses
+    given intermediate bounds (a list like ``Bounds.pre``), ``nodes`` a given :func:`trace`. Large
+    batches are split into pieces of :data:`advlib.threat.MEMORY_BUDGET` floats.
+    """
+    eps, norm, C, _ = _checked(model, x, y, eps, norm, method, C, x_min, x_max, "propagate")
+    nodes = nodes or trace(model, tuple(x.shape[1:]))
+    return _run(nodes, x, eps, norm, method, C, pre, x_min, x_max)
+
+
+def bounds(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, eps, norm="linf",
+           method: str = "crown", C: torch.Tensor | None = None, x_min=0.0, x_max=1.0) -> Bounds:
+    """:class:`Bounds` with ``lower <= C f(x') <= upper`` on the perturbation set: :func:`propagate`
+    without its reuse options. ``lower, upper = bounds(model, x, eps=0.1)`` bounds the logits;
+    ``bounds(model, x, y, eps=0.1).lower`` the margins ``z_y - z_j``."""
+    eps, norm, C, _ = _checked(model, x, y, eps, norm, method, C, x_min, x_max, "bounds")
+    return _run(trace(model, tuple(x.shape[1:])), x, eps, norm, method, C, None, x_min, x_max)

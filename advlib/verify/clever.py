@@ -3,12 +3,17 @@ Neural Networks: An Extreme Value Theory Approach", ICLR 2018).
 
 For a classifier with logits ``f`` and reference class ``c``, the margin ``g_j = f_c - f_j`` must
 fall to 0 before the label can change to ``j``; if ``L_j`` bounds the dual norm of its gradient
-in the ball ``B_p(x0, R)``, no perturbation of Lp norm below ``g_j(x0) / L_j`` reaches class ``j``
-(Theorem 3.2 / Lemma 3.1, with ``1/p + 1/q = 1``). CLEVER *estimates* ``L_j`` instead of bounding
-it: the largest gradient norm of a batch of uniform samples of the ball follows a reverse Weibull
-distribution whose location (its right end point) is the local Lipschitz constant (Theorem 4.1);
-fitting it to many batch maxima gives ``L_j`` (Algorithm 1). The score is therefore an estimate of
-the minimal distortion, not a certificate: a sharp gradient that no sample hits is missed.
+in the ball ``B_p(x0, R)``, no perturbation of Lp norm below ``min(g_j(x0) / L_j, R)`` reaches class
+``j`` (Lemma 3.1 / Theorem 3.2, with ``1/p + 1/q = 1``). CLEVER *estimates* ``L_j`` instead of
+bounding it: it takes the largest gradient norm of each of many batches of uniform samples of the
+ball and fits a reverse Weibull law to these batch maxima; the law's location (its right end point)
+is the estimate (Algorithm 1). The justification is the Fisher-Tippett-Gnedenko theorem (their
+Theorem 4.1): *if* the normalised maxima of i.i.d. samples converge to a non-degenerate law, that
+law is Gumbel, Fréchet or reverse Weibull, and reverse Weibull when the samples are bounded. For a
+ReLU network the condition fails: the gradient is constant on each linear region, so its norm takes
+finitely many values and the maxima have no non-degenerate limit. There the fit is a heuristic
+extrapolation of the largest norm seen. Either way the score is an estimate of the minimal
+distortion, not a certificate: a steep region that no sample hits is missed.
 """
 from __future__ import annotations
 
@@ -21,12 +26,11 @@ import torch
 from scipy import optimize, stats
 from torch import nn
 
-from ..attacks._common import check_inputs, lp_norm
+from ..threat import check_batch, check_count, check_labels, check_model_input, chunks, dual_norm, parse_norm
+from ._common import activation_floats
 
 __all__ = ["CleverResult", "clever", "reverse_weibull_fit", "DEFAULT_RADIUS", "WEIBULL_SHAPES"]
 
-#: the dual norm q of each threat model (1/p + 1/q = 1)
-_DUAL = {"l2": 2, "linf": 1, "l1": math.inf}
 #: the sampling radius R when none is given, sized for images in [0, 1] like the 8x8 digits
 #: (about twice the typical C&W distortion of the digits' zoo models; R caps the score)
 DEFAULT_RADIUS = {"l2": 2.0, "linf": 0.2, "l1": 10.0}
@@ -118,8 +122,7 @@ def _uniform_ball(n: int, shape: tuple[int, ...], radius: float, norm: str, gen:
 def clever(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, norm: str = "l2",
            radius: float | None = None, n_batches: int = 100, batch_size: int = 256,
            target: torch.Tensor | None = None, seed: int | None = 0, x_min: float | None = 0.0,
-           x_max: float | None = 1.0, shapes: tuple[float, ...] = WEIBULL_SHAPES,
-           chunk: int = 16384) -> CleverResult:
+           x_max: float | None = 1.0, shapes: tuple[float, ...] = WEIBULL_SHAPES) -> CleverResult:
     """The CLEVER score (Weng et al., ICLR 2018, Algorithms 1 and 2) of every input in ``x``:
 
         score_j = min(g_j(x0) / L_j, R),   g_j = f_c - f_j,   L_j = location of the reverse Weibull
@@ -139,22 +142,24 @@ def clever(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, 
     clipped): the threat model of the attacks is the ball *inside* the image box, and the Lipschitz
     constant only has to hold where an attacker can go. The K-S-best fit from the initial ``shapes``
     is kept (:func:`reverse_weibull_fit`); these fits (about 0.1 s per input and class on a CPU),
-    not the gradients, dominate the cost. ``chunk`` caps the points of one forward pass: all inputs'
-    points share forwards, and one backward pass per class gives every point's gradient of ``g_j``.
+    not the gradients, dominate the cost. The points of all inputs share forward passes, in pieces
+    of :data:`advlib.threat.MEMORY_BUDGET` floats, and one backward pass per class gives every
+    point's gradient of ``g_j``.
+
+    Estimates the *minimal distortion*; it is not a certificate (see the module docstring).
     """
-    if y is None and isinstance(x, torch.Tensor):  # the checks need labels: any valid one will do
-        n_classes = check_inputs(model, x, torch.zeros(x.shape[:1], dtype=torch.long, device=x.device),
-                                 who="clever", norm=norm)
-    else:
-        n_classes = check_inputs(model, x, y, who="clever", norm=norm)
-    radius = DEFAULT_RADIUS[norm] if radius is None else radius
-    if not (math.isfinite(radius) and radius > 0):
-        raise ValueError(f"clever: radius must be a finite number > 0, got {radius}")
-    for name, v in (("n_batches", n_batches), ("batch_size", batch_size), ("chunk", chunk)):
-        if int(v) != v or v < 2:
-            raise ValueError(f"clever: {name} must be an integer >= 2, got {v}")
     if x_min is not None and x_max is not None and not x_min < x_max:
         raise ValueError(f"clever: need x_min < x_max, got {x_min}, {x_max}")
+    check_batch(x, "clever", x_min=x_min, x_max=x_max)
+    norm = parse_norm(norm, "clever")
+    n_classes = check_model_input(model, x, "clever")
+    if y is not None:
+        check_labels(y, len(x), n_classes, "clever")
+    radius = DEFAULT_RADIUS[norm] if radius is None else radius
+    if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not (math.isfinite(radius) and radius > 0):
+        raise ValueError(f"clever: radius must be a finite number > 0, got {radius!r}")
+    n_batches = check_count(n_batches, "clever", "n_batches", 2)
+    batch_size = check_count(batch_size, "clever", "batch_size", 2)
     x = x.detach()
     with torch.no_grad():
         logits0 = model(x)
@@ -172,11 +177,10 @@ def clever(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, 
     # batch maxima of the dual gradient norms, (N * N_b) x m: chunks of whole batches share a forward
     gen = torch.Generator(device=x.device)
     gen.manual_seed(seed) if seed is not None else gen.seed()
-    q = _DUAL[norm]
     maxima = torch.empty(len(x) * n_batches, classes.shape[1], device=x.device)
-    per_chunk = max(1, chunk // batch_size)
-    for b0 in range(0, len(x) * n_batches, per_chunk):
-        b = torch.arange(b0, min(b0 + per_chunk, len(x) * n_batches), device=x.device)
+    per_batch = batch_size * activation_floats(model, x)  # floats one batch of points keeps for its backward
+    for piece in chunks(len(x) * n_batches, per_batch):
+        b = torch.arange(piece.start, piece.stop, device=x.device)
         owner = (b // n_batches).repeat_interleave(batch_size)  # the input of every point
         pts = x[owner] + _uniform_ball(len(owner), x.shape[1:], radius, norm, gen, x.device, x.dtype)
         if x_min is not None or x_max is not None:
@@ -187,7 +191,7 @@ def clever(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, 
         for k in range(classes.shape[1]):
             g = z_c - logits.gather(1, classes[owner, k, None]).squeeze(1)
             (grad,) = torch.autograd.grad(g.sum(), pts, retain_graph=k + 1 < classes.shape[1])
-            maxima[b, k] = lp_norm(grad, q).view(-1, batch_size).amax(1)
+            maxima[b, k] = dual_norm(grad, norm).view(-1, batch_size).amax(1)
 
     # reverse Weibull fits per input and class (CPU, scipy)
     maxima = maxima.view(len(x), n_batches, -1).cpu().double().numpy()

@@ -30,12 +30,17 @@ Input sets (``x0`` the clean input, every ``x`` also kept in ``[x_min, x_max]``)
   ``t >= x - x0``, ``t >= x0 - x``, ``sum(t) <= eps``;
 * ``norm="l2"`` is a second-order cone, not a polyhedron: both functions raise ``ValueError``.
 
-Conventions: the single-sample functions take ``x0`` *without* a batch dimension (e.g. ``C x H x W``), a
-vector ``c`` of length K (the number of logits) and pre-activation bounds ``pre`` as a list, one ``(l, u)``
-pair per ReLU in forward order, each holding that ReLU's input bounds for this one sample (any shape with
-the right number of elements, e.g. ``(h,)`` or ``(1, h)``). The batched wrappers :func:`lp_bounds` and
-:func:`milp_bounds` take a batch ``x``, an ``N x M x K`` matrix ``C`` and ``pre`` in the engine's format
-(each ``l`` / ``u`` shaped ``N x ...``), and return ``N x M`` tensors like ``propagate(...).lower``.
+Conventions, as in :func:`advlib.verify.propagate` (the data positional, everything else by keyword):
+
+* the single-sample functions ``lp_bound(model, x0, c, *, eps, norm="linf", pre=None, ...)`` and
+  ``milp_bound(model, x0, c, *, eps, norm="linf", pre=None, ...)`` take ``x0`` *without* a batch
+  dimension (e.g. ``C x H x W``), a vector ``c`` of length K (the number of logits) and pre-activation
+  bounds ``pre`` as a list, one ``(l, u)`` pair per ReLU in forward order, each holding that ReLU's input
+  bounds for this one sample (any shape with the right number of elements, e.g. ``(h,)`` or ``(1, h)``);
+* the batched ``lp_bounds(model, x, y=None, *, eps, norm="linf", C=None, pre=None, ...)`` and
+  :func:`milp_bounds` take a batch ``x``, the labels ``y`` (for the margins ``z_y - z_j``) or an
+  ``N x M x K`` matrix ``C``, and ``pre`` in the engine's format (each ``l`` / ``u`` shaped ``N x ...``),
+  and return ``N x M`` tensors like ``propagate(...).lower``.
 """
 from __future__ import annotations
 
@@ -49,6 +54,8 @@ from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 from torch import nn
 
 from ..models import Normalize
+from ..threat import check_batch, check_budget, check_labels, dual_order, parse_norm
+from .bounds import margin_matrix
 
 __all__ = ["affine_relu_form", "interval_bounds", "lp_all_bounds", "lp_bound", "milp_bound", "lp_bounds", "milp_bounds",
            "MILPResult", "random_relu_mlp"]
@@ -131,15 +138,6 @@ def _np(t) -> np.ndarray:
     return np.asarray(t, dtype=np.float64)
 
 
-def _norm_name(norm) -> str:
-    """``"linf"``, ``"l1"`` or ``"l2"`` (also accepts ``"inf"``, ``math.inf``, ``1``, ``2``)."""
-    name = "linf" if norm == math.inf else {"linf": "linf", "inf": "linf", "l1": "l1", "1": "l1", "l2": "l2",
-                                            "2": "l2"}.get(str(norm).lower())
-    if name is None:
-        raise ValueError(f"unknown norm {norm!r}; use 'linf', 'l1' (or 'l2', which is not LP-representable)")
-    return name
-
-
 def _box(x0: np.ndarray, eps: float, x_min, x_max) -> tuple[np.ndarray, np.ndarray]:
     """``[x0 - eps, x0 + eps] ∩ [x_min, x_max]`` (it contains the L-inf, L1 and L2 balls)."""
     lo = -np.inf if x_min is None else np.broadcast_to(_np(x_min), x0.shape)
@@ -156,7 +154,7 @@ def _not_lp(norm: str):
                          "representable; use norm='linf' or 'l1' (or an SOCP / MIQCP solver)")
 
 
-def interval_bounds(model: nn.Module, x0, eps: float, norm="linf", x_min=0.0, x_max=1.0):
+def interval_bounds(model: nn.Module, x0, *, eps: float, norm="linf", x_min=0.0, x_max=1.0):
     """Interval arithmetic (IBP, Gowal et al. 2018) pre-activation bounds of every ReLU for one input.
 
     The input interval is the box ``[x0 - eps, x0 + eps] ∩ [x_min, x_max]``, which contains the L1 and L2
@@ -166,15 +164,15 @@ def interval_bounds(model: nn.Module, x0, eps: float, norm="linf", x_min=0.0, x_
     Returns ``[(l, u), ...]`` in forward order, 1-D float64 tensors: the ``pre`` of :func:`lp_bound` and
     :func:`milp_bound`.
     """
-    norm = _norm_name(norm)
+    norm, eps = parse_norm(norm, "interval_bounds"), check_budget(eps, "interval_bounds")
     x0 = _np(x0)
-    lo, hi = _box(x0, float(eps), x_min, x_max)
+    lo, hi = _box(x0, eps, x_min, x_max)
     pre = []
     for k, (W, b) in enumerate(_layers(model, x0.shape)[:-1]):
         Wp, Wn = np.clip(W, 0, None), np.clip(W, None, 0)
         l, u = Wp @ lo + Wn @ hi + b, Wp @ hi + Wn @ lo + b
         if k == 0 and norm != "linf":
-            centre, radius = W @ x0.ravel() + b, eps * np.linalg.norm(W, ord=np.inf if norm == "l1" else 2, axis=1)
+            centre, radius = W @ x0.ravel() + b, eps * np.linalg.norm(W, ord=dual_order(norm), axis=1)
             l, u = np.maximum(l, centre - radius), np.minimum(u, centre + radius)
         pre.append((torch.from_numpy(l), torch.from_numpy(u)))
         lo, hi = np.maximum(l, 0.0), np.maximum(u, 0.0)
@@ -319,20 +317,20 @@ def _objective(prog: _Program, layers, z: np.ndarray, c) -> tuple[np.ndarray, fl
     return prog.vector([(z, c @ W)]), float(c @ b)
 
 
-def _setup(model, x0, eps, norm, pre, x_min, x_max):
-    norm = _norm_name(norm)
+def _setup(model, x0, eps, norm, pre, x_min, x_max, who):
+    norm, eps = parse_norm(norm, who), check_budget(eps, who)
     _not_lp(norm)
     x0 = _np(x0)
     layers = _layers(model, x0.shape)
     if pre is None:
-        pre = interval_bounds(layers, x0, eps, norm, x_min, x_max)
-    return norm, x0, layers, pre
+        pre = interval_bounds(layers, x0, eps=eps, norm=norm, x_min=x_min, x_max=x_max)
+    return norm, eps, x0, layers, pre
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The two oracles
 # ----------------------------------------------------------------------------------------------------------
-def lp_bound(model: nn.Module, x0, eps: float, c, pre=None, norm="linf", x_min=0.0, x_max=1.0,
+def lp_bound(model: nn.Module, x0, c, *, eps: float, norm="linf", pre=None, x_min=0.0, x_max=1.0,
              tol: float = 1e-7) -> float:
     """Minimum of ``c . model(x)`` over the triangle ("planet") LP relaxation of the network, for one input.
 
@@ -344,9 +342,9 @@ def lp_bound(model: nn.Module, x0, eps: float, c, pre=None, norm="linf", x_min=0
 
     ``model`` may also be its :func:`affine_relu_form`, to convert it once when bounding many objectives.
     """
-    norm, x0, layers, pre = _setup(model, x0, eps, norm, pre, x_min, x_max)
+    norm, eps, x0, layers, pre = _setup(model, x0, eps, norm, pre, x_min, x_max, "lp_bound")
     prog = _Program()
-    x = _input_set(prog, x0, float(eps), norm, x_min, x_max)
+    x = _input_set(prog, x0, eps, norm, x_min, x_max)
     z = _encode(prog, layers, x, pre, tol, exact=False)
     cost, const = _objective(prog, layers, z, c)
     res = prog.solve_lp(cost)
@@ -356,7 +354,7 @@ def lp_bound(model: nn.Module, x0, eps: float, c, pre=None, norm="linf", x_min=0
     return float(res.fun) + const
 
 
-def lp_all_bounds(model: nn.Module, x0, eps: float, norm="linf", x_min=0.0, x_max=1.0, tol: float = 1e-7):
+def lp_all_bounds(model: nn.Module, x0, *, eps: float, norm="linf", x_min=0.0, x_max=1.0, tol: float = 1e-7):
     """The tightest pre-activation bounds the triangle relaxation gives, layer by layer, for one input.
 
     Every neuron of the k-th ReLU layer is minimised and maximised by :func:`lp_bound` over the triangle
@@ -371,8 +369,9 @@ def lp_all_bounds(model: nn.Module, x0, eps: float, norm="linf", x_min=0.0, x_ma
     for k in range(len(layers) - 1):
         head = layers[:k + 1]  # the network up to the k-th pre-activation
         eye = np.eye(head[-1][1].size)
-        l = [lp_bound(head, x0, eps, e, pre, norm, x_min, x_max, tol) for e in eye]
-        u = [-lp_bound(head, x0, eps, -e, pre, norm, x_min, x_max, tol) for e in eye]
+        kw = dict(eps=eps, norm=norm, pre=pre, x_min=x_min, x_max=x_max, tol=tol)
+        l = [lp_bound(head, x0, e, **kw) for e in eye]
+        u = [-lp_bound(head, x0, -e, **kw) for e in eye]
         pre.append((torch.tensor(l, dtype=torch.float64), torch.tensor(u, dtype=torch.float64)))
     return pre
 
@@ -384,7 +383,7 @@ class MILPResult(NamedTuple):
     x: torch.Tensor
 
 
-def milp_bound(model: nn.Module, x0, eps: float, c, norm="linf", pre=None, x_min=0.0, x_max=1.0,
+def milp_bound(model: nn.Module, x0, c, *, eps: float, norm="linf", pre=None, x_min=0.0, x_max=1.0,
                tol: float = 1e-7, mip_rel_gap: float = 1e-9) -> MILPResult:
     """The exact minimum of ``c . model(x)`` over ``{|x - x0|_p <= eps} ∩ [x_min, x_max]``, for one input.
 
@@ -398,9 +397,9 @@ def milp_bound(model: nn.Module, x0, eps: float, c, norm="linf", pre=None, x_min
     floating-point error (``value`` is the network evaluated at ``x`` in float64). ``model`` may also be its
     :func:`affine_relu_form`.
     """
-    norm, x0, layers, pre = _setup(model, x0, eps, norm, pre, x_min, x_max)
+    norm, eps, x0, layers, pre = _setup(model, x0, eps, norm, pre, x_min, x_max, "milp_bound")
     prog = _Program()
-    x = _input_set(prog, x0, float(eps), norm, x_min, x_max)
+    x = _input_set(prog, x0, eps, norm, x_min, x_max)
     z = _encode(prog, layers, x, pre, tol, exact=True)
     cost, const = _objective(prog, layers, z, c)
     res = prog.solve_milp(cost, mip_rel_gap)
@@ -413,7 +412,7 @@ def milp_bound(model: nn.Module, x0, eps: float, c, norm="linf", pre=None, x_min
     polished = prog.solve_lp(cost, np.where(integer, pattern, lb), np.where(integer, pattern, ub))
     if polished.status == 0 and polished.fun <= res.fun + 1e-6 * (1 + abs(res.fun)):
         v = polished.x
-    x_star = np.clip(v[x], *_box(x0, float(eps), x_min, x_max))
+    x_star = np.clip(v[x], *_box(x0, eps, x_min, x_max))
     value = float(_np(c).ravel() @ _forward(layers, x_star))
     return MILPResult(value, torch.from_numpy(x_star.reshape(x0.shape)))
 
@@ -421,45 +420,59 @@ def milp_bound(model: nn.Module, x0, eps: float, c, norm="linf", pre=None, x_min
 # ----------------------------------------------------------------------------------------------------------
 # Batched wrappers in the engine's format
 # ----------------------------------------------------------------------------------------------------------
-def _per_sample(model, x, eps, C, pre, norm, x_min, x_max):
-    """Yield ``(n, layers, x_n, eps_n, C_n, pre_n)``; the network is rewritten and bounded by IBP once per sample."""
-    x = torch.as_tensor(x)
+def _per_sample(model, x, y, eps, C, pre, norm, x_min, x_max, who):
+    """Check the batch and yield ``(layers, x_n, C_n, pre_n, keywords)`` per sample; the network is rewritten
+    once, and bounded by interval arithmetic (or ``pre="lp"``: LP-all) once per sample."""
+    check_batch(x, who, x_min=x_min, x_max=x_max)
+    norm = parse_norm(norm, who)
+    _not_lp(norm)
+    eps = check_budget(eps, who, len(x))
     layers = _layers(model, x.shape[1:])
     k = layers[-1][1].size
-    C = torch.eye(k, dtype=torch.float64).expand(x.shape[0], k, k) if C is None else torch.as_tensor(C)
+    if y is not None:
+        if C is not None:
+            raise ValueError(f"{who}: give the labels y (for the margins z_y - z_j) or a matrix C, not both")
+        check_labels(y, len(x), k, who)
+        C = margin_matrix(y.cpu(), k)
+    C = torch.eye(k, dtype=torch.float64).expand(len(x), k, k) if C is None else torch.as_tensor(C)
     if C.dim() == 2:
-        C = C.unsqueeze(0).expand(x.shape[0], *C.shape)
+        C = C.unsqueeze(0).expand(len(x), *C.shape)
     e = _np(eps)
-    for n in range(x.shape[0]):
+    for n in range(len(x)):
         eps_n = float(e) if e.ndim == 0 else float(e.ravel()[n])
+        kw = dict(eps=eps_n, norm=norm, x_min=x_min, x_max=x_max)
         if pre is None:
-            pre_n = interval_bounds(layers, x[n], eps_n, norm, x_min, x_max)
+            pre_n = interval_bounds(layers, x[n], **kw)
         elif isinstance(pre, str):
             if pre != "lp":
-                raise ValueError(f"pre must be None, 'lp' or a list of (l, u) pairs, got {pre!r}")
-            pre_n = lp_all_bounds(layers, x[n], eps_n, norm, x_min, x_max)
+                raise ValueError(f"{who}: pre must be None, 'lp' or a list of (l, u) pairs, got {pre!r}")
+            pre_n = lp_all_bounds(layers, x[n], **kw)
         else:
             pre_n = [(l[n], u[n]) for l, u in pre]
-        yield n, layers, x[n], eps_n, C[n], pre_n
+        yield layers, x[n], C[n], pre_n, kw
 
 
-def lp_bounds(model: nn.Module, x, eps, C=None, pre=None, norm="linf", x_min=0.0, x_max=1.0,
-              tol: float = 1e-7) -> torch.Tensor:
+def lp_bounds(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, eps, norm="linf", C=None,
+              pre=None, x_min=0.0, x_max=1.0, tol: float = 1e-7) -> torch.Tensor:
     """:func:`lp_bound` for a batch: the ``N x M`` lower bounds of ``C @ logits`` (``C`` is ``N x M x K``,
-    ``M x K``, or None for the logits themselves; ``pre`` as in ``propagate(...).pre``, each ``N x ...``;
-    ``eps`` a number or one per input). The LP maximum is ``-lp_bounds(model, x, eps, -C, pre)``."""
-    rows = [[lp_bound(layers, x_n, eps_n, c, pre_n, norm, x_min, x_max, tol) for c in C_n]
-            for _, layers, x_n, eps_n, C_n, pre_n in _per_sample(model, x, eps, C, pre, norm, x_min, x_max)]
+    ``M x K``, the margin matrix of ``y``, or with neither the logits themselves; ``pre`` as in
+    ``propagate(...).pre``, each ``N x ...``; ``eps`` a number or one per input). The LP maximum is
+    ``-lp_bounds(model, x, eps=eps, C=-C, pre=pre)``."""
+    rows = [[lp_bound(layers, x_n, c, pre=pre_n, tol=tol, **kw) for c in C_n]
+            for layers, x_n, C_n, pre_n, kw in _per_sample(model, x, y, eps, C, pre, norm, x_min, x_max,
+                                                               "lp_bounds")]
     return torch.tensor(rows, dtype=torch.float64)
 
 
-def milp_bounds(model: nn.Module, x, eps, C=None, pre=None, norm="linf", x_min=0.0, x_max=1.0,
-                tol: float = 1e-7) -> torch.Tensor:
+def milp_bounds(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, eps, norm="linf", C=None,
+                pre=None, x_min=0.0, x_max=1.0, tol: float = 1e-7) -> torch.Tensor:
     """:func:`milp_bound` for a batch: the ``N x M`` exact minima of ``C @ logits`` (shapes as :func:`lp_bounds`).
     ``pre`` only supplies the big-M constants: None for interval arithmetic, ``"lp"`` for :func:`lp_all_bounds`
-    (fewer binaries, worth it for many rows of ``C``), or given bounds. The maximum is ``-milp_bounds(..., -C)``."""
-    rows = [[milp_bound(layers, x_n, eps_n, c, norm, pre_n, x_min, x_max, tol).value for c in C_n]
-            for _, layers, x_n, eps_n, C_n, pre_n in _per_sample(model, x, eps, C, pre, norm, x_min, x_max)]
+    (fewer binaries, worth it for many rows of ``C``), or given bounds. The maximum is
+    ``-milp_bounds(..., C=-C)``."""
+    rows = [[milp_bound(layers, x_n, c, pre=pre_n, tol=tol, **kw).value for c in C_n]
+            for layers, x_n, C_n, pre_n, kw in _per_sample(model, x, y, eps, C, pre, norm, x_min, x_max,
+                                                               "milp_bounds")]
     return torch.tensor(rows, dtype=torch.float64)
 
 

@@ -15,28 +15,36 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from scipy import stats
 from torch import nn
 
-from ..attacks._common import check_inputs
+from ..threat import check_batch, check_count, check_model_input, chunks
+from ._common import activation_floats
 
-__all__ = ["Smoothed", "clopper_pearson_lower", "gaussian_augment", "certified_accuracy_curve", "ABSTAIN"]
+__all__ = ["Smoothed", "SmoothedCertificate", "clopper_pearson_lower", "gaussian_augment",
+           "certified_accuracy_curve", "ABSTAIN"]
 
 #: the label of an abstention
 ABSTAIN = -1
 
 
+class SmoothedCertificate(NamedTuple):
+    """The answer of :meth:`Smoothed.certify`, per input: the certified ``label`` of the smoothed
+    classifier ``g`` (``ABSTAIN`` = -1 where CERTIFY abstains) and the L2 ``radius`` on which ``g``
+    keeps it (0 where it abstains), both right with probability at least ``1 - alpha``.
+    Unpacks as ``label, radius = smoothed.certify(x)``."""
+
+    label: torch.Tensor
+    radius: torch.Tensor
+
+
 def _check_alpha(who: str, alpha: float) -> None:
-    if not 0 < alpha < 1:
-        raise ValueError(f"{who}: alpha must lie in (0, 1), got {alpha}")
-
-
-def _check_count(who: str, name: str, v: int) -> None:
-    if int(v) != v or v < 1:
-        raise ValueError(f"{who}: {name} must be an integer >= 1, got {v}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise ValueError(f"{who}: alpha must lie in (0, 1), got {alpha!r}")
 
 
 def _check_sigma(who: str, sigma: float) -> float:
@@ -62,8 +70,10 @@ class Smoothed:
     """The Gaussian-smoothed version of ``model`` at noise level ``sigma`` (Cohen et al., 2019).
 
     ``predict`` and ``certify`` take a batch ``x`` (N x ..., in [0, 1], on the model's device) and
-    draw the noise for many inputs at once: the N * n noisy copies are classified ``batch_size`` at
-    a time, whatever input they belong to. ``seed`` makes a call repeatable (``None``: fresh noise).
+    draw the noise for many inputs at once: the N * n noisy copies are classified in pieces of
+    :data:`advlib.threat.MEMORY_BUDGET` floats, whatever input they belong to. ``seed`` makes a call
+    repeatable (``None``: fresh noise). The smoothed classifier ``g`` is what is certified, not
+    ``model``: a certificate of ``g`` says nothing about ``model`` itself.
     """
 
     def __init__(self, model: nn.Module, sigma: float):
@@ -72,64 +82,68 @@ class Smoothed:
     def __repr__(self) -> str:
         return f"Smoothed({type(self.model).__name__}, sigma={self.sigma})"
 
-    def _check(self, who: str, x: torch.Tensor, batch_size: int) -> int:
-        """The checks of the attacks (floating batch in [0, 1], device, eval mode); returns K."""
-        _check_count(who, "batch_size", batch_size)
-        labels = torch.zeros(x.shape[:1], dtype=torch.long, device=x.device) if isinstance(x, torch.Tensor) else None
-        return check_inputs(self.model, x, labels, who=who)  # the checks need labels: any valid ones will do
+    def _check(self, who: str, x: torch.Tensor) -> int:
+        """The core's checks (a finite floating batch in [0, 1], the model accepts it, device, eval
+        mode); returns the number of classes."""
+        check_batch(x, who)
+        return check_model_input(self.model, x, who)
 
-    @torch.no_grad()
-    def counts(self, x: torch.Tensor, n: int, *, batch_size: int = 4096, seed: int | None = 0) -> torch.Tensor:
+    def counts(self, x: torch.Tensor, *, n: int, seed: int | None = 0) -> torch.Tensor:
         """How often the base classifier picks each class on ``n`` noisy copies of every input:
         ``counts[i, c] = #{k : f(x_i + eps_k) = c}``, ``eps_k ~ N(0, sigma^2 I)`` (N x K, int64)."""
-        n_classes = self._check("Smoothed.counts", x, batch_size)
-        _check_count("Smoothed.counts", "n", n)
+        return self._counts(x, n, seed, "Smoothed.counts")
+
+    @torch.no_grad()
+    def _counts(self, x: torch.Tensor, n: int, seed: int | None, who: str) -> torch.Tensor:
+        n_classes = self._check(who, x)
+        n = check_count(n, who, "n", 1)
         gen = torch.Generator(device=x.device)
         gen.manual_seed(seed) if seed is not None else gen.seed()
         out = torch.zeros(len(x), n_classes, dtype=torch.long, device=x.device)
-        for r0 in range(0, len(x) * n, batch_size):  # the noisy copies, input by input
-            owner = torch.arange(r0, min(r0 + batch_size, len(x) * n), device=x.device) // n
+        for piece in chunks(len(x) * n, activation_floats(self.model, x)):
+            owner = torch.arange(piece.start, piece.stop, device=x.device) // n  # the input of each copy
             noise = torch.randn((len(owner), *x.shape[1:]), generator=gen, device=x.device, dtype=x.dtype)
             pred = self.model(x[owner] + self.sigma * noise).argmax(1)
             out.index_put_((owner, pred), torch.ones_like(pred), accumulate=True)
         return out
 
-    def predict(self, x: torch.Tensor, n: int = 1000, alpha: float = 0.001, *, batch_size: int = 4096,
-                seed: int | None = 0) -> torch.Tensor:
+    def predict(self, x: torch.Tensor, *, n: int = 1000, alpha: float = 0.001, seed: int | None = 0) -> torch.Tensor:
         """PREDICT (Cohen et al., 2019, Figure 2): the top class ``c_A`` of ``n`` noisy samples, or
         ``ABSTAIN`` (-1) unless the two-sided binomial test of ``n_A`` against ``n_A + n_B`` (the two
         top counts) rejects ``p = 1/2`` at level ``alpha``. Then the returned class differs from
         ``g(x)`` with probability at most ``alpha`` (Theorem 2). The paper evaluates it with
         ``n = 100,000``; the default here is 1000 for speed."""
         _check_alpha("Smoothed.predict", alpha)
-        top2 = self.counts(x, n, batch_size=batch_size, seed=seed).topk(2, dim=1)
+        top2 = self._counts(x, n, seed, "Smoothed.predict").topk(2, dim=1)
         n_a, n_b = top2.values[:, 0].cpu().numpy(), top2.values[:, 1].cpu().numpy()
         # binomtest(n_a, n_a + n_b, 1/2).pvalue, vectorised: the law is symmetric, so twice the smaller tail
         p_value = np.minimum(1.0, 2 * stats.binom.cdf(np.minimum(n_a, n_b), n_a + n_b, 0.5))
         keep = torch.as_tensor(p_value <= alpha, device=x.device)
         return torch.where(keep, top2.indices[:, 0], ABSTAIN)
 
-    def certify(self, x: torch.Tensor, n0: int = 100, n: int = 10_000, alpha: float = 0.001, *,
-                batch_size: int = 4096, seed: int | None = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def certify(self, x: torch.Tensor, *, n0: int = 100, n: int = 10_000, alpha: float = 0.001,
+                seed: int | None = 0) -> SmoothedCertificate:
         """CERTIFY (Cohen et al., 2019, Figure 2): guess the top class ``c_A`` from ``n0`` noisy
         samples, count it on ``n`` fresh ones, bound ``p_A`` from below at confidence ``1 - alpha``
-        (one-sided Clopper-Pearson, :func:`clopper_pearson_lower`) and return ``(labels, radii)``:
+        (one-sided Clopper-Pearson, :func:`clopper_pearson_lower`) and return, per input, a
+        :class:`SmoothedCertificate` ``(label, radius)``:
 
             c_A and radius sigma * Phi^-1(p_A_lower)   if p_A_lower > 1/2,   else ABSTAIN (-1) and 0.
 
         With probability at least ``1 - alpha`` a returned label is ``g(x)`` and ``g`` is constant in
         the L2 ball of that radius (Theorem 1). Paper: ``n0 = 100, n = 100,000, alpha = 0.001``; the
         default ``n = 10,000`` caps p_A_lower at alpha^(1/n) ~ 0.9993, i.e. radii at ~3.2 sigma."""
-        _check_count("Smoothed.certify", "n0", n0)
-        _check_count("Smoothed.certify", "n", n)
+        n0 = check_count(n0, "Smoothed.certify", "n0", 1)
+        n = check_count(n, "Smoothed.certify", "n", 1)
         _check_alpha("Smoothed.certify", alpha)
         second = None if seed is None else seed + 1  # the selection and the estimation use independent noise
-        c_a = self.counts(x, n0, batch_size=batch_size, seed=seed).argmax(1)
-        n_a = self.counts(x, n, batch_size=batch_size, seed=second).gather(1, c_a[:, None]).squeeze(1)
+        c_a = self._counts(x, n0, seed, "Smoothed.certify").argmax(1)
+        n_a = self._counts(x, n, second, "Smoothed.certify").gather(1, c_a[:, None]).squeeze(1)
         p_lower = clopper_pearson_lower(n_a.cpu().numpy(), n, alpha)
         radius = torch.as_tensor(self.sigma * stats.norm.ppf(np.maximum(p_lower, 0.5)), device=x.device)
         ok = torch.as_tensor(p_lower > 0.5, device=x.device)
-        return torch.where(ok, c_a, ABSTAIN), radius.to(x.dtype)  # Phi^-1(1/2) = 0: abstentions get 0
+        # Phi^-1(1/2) = 0: abstentions get radius 0
+        return SmoothedCertificate(torch.where(ok, c_a, ABSTAIN), radius.to(x.dtype))
 
 
 def gaussian_augment(sigma: float) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
