@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+import advlib
 from advlib.models import mlp
 from advlib.train import accuracy, fit, predict, random_crop_flip, random_shift, require_eval
 
@@ -54,10 +55,13 @@ def test_fit_rejects_nonsense(digits_splits):
         fit(mlp(), torch.utils.data.TensorDataset(x, y.float()), epochs=1)
 
 
-def test_predict_and_accuracy_agree_across_batch_sizes(digits_splits):
+def test_predict_and_accuracy_agree_across_batch_sizes(digits_splits, monkeypatch):
     model, _ = _train(digits_splits, epochs=1)
     x, y = digits_splits["test"][:]
-    assert torch.equal(predict(model, x, 7), predict(model, x, 1000))
+    whole = predict(model, x)
+    monkeypatch.setattr(advlib.threat, "MEMORY_BUDGET", 7 * 64 * 64)  # pieces of 7 inputs
+    assert torch.equal(predict(model, x), whole)
+    assert torch.equal(whole, model(x).argmax(1))
     assert accuracy(model, x, y) == accuracy(model, digits_splits["test"])
     with pytest.raises(ValueError):
         accuracy(model, x[:0], y[:0])
