@@ -21,13 +21,13 @@ def _first(ds, request):
     return ds.x[:n], ds.y[:n]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def digits(digits_splits, request):
     """``(x, y)``: the first ``N_DIGITS`` held-out digits (N x 1 x 8 x 8 in [0, 1], labels)."""
     return _first(digits_splits["test"], request)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def train_digits(digits_splits, request):
     """``(x, y)``: the first ``N_DIGITS`` training digits."""
     return _first(digits_splits["train"], request)
@@ -46,16 +46,16 @@ def zoo_model():
     return get
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def models(zoo_model):
     return {name: zoo_model(name) for name in ("digits-cnn", "digits-mlp")}
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mlp(zoo_model):
     return zoo_model("digits-mlp")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cnn(zoo_model):
     return zoo_model("digits-cnn")

@@ -12,11 +12,6 @@ from advlib.attacks.cw import BinarySearch, EarlyAbort
 from advlib.course import ExerciseError, optimisation
 
 
-@pytest.fixture(scope="module")
-def mlp(zoo_model):
-    return zoo_model("digits-mlp")
-
-
 class Counted(nn.Module):
     """Counts the forward passes through a model and the inputs they evaluate."""
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..threat import lp_norm
 from .exercises import ExerciseError, attempt
 
 __all__ = ["check_cw_margin", "check_shrink", "check_best_pair", "show_perturbations", "all_targets", "target_cases",
@@ -195,8 +196,7 @@ def target_cases(x: torch.Tensor, x_adv: torch.Tensor, success: torch.Tensor, ow
     ``own`` distance). Returns, per case, the success rate and the *mean* L1, L2 and L-inf
     distortion over the successful images (means, as in the paper)."""
     k = classes - 1
-    delta = (x_adv - x).flatten(1)
-    norms = {"l1": delta.abs().sum(1), "l2": delta.norm(dim=1), "linf": delta.abs().amax(1)}
+    norms = {p: lp_norm(x_adv - x, p) for p in ("l1", "l2", "linf")}
     ok, own = success.view(-1, k), own.view(-1, k)
     n = len(ok)
     g = torch.Generator().manual_seed(seed)
