@@ -177,22 +177,25 @@ def check_labels(y, n: int, classes: int | None, who: str, name: str = "y") -> N
                          f"found {name} in {y.min().item()}..{y.max().item()}")
 
 
-def check_budget(eps, who: str, n: int | None = None, name: str = "eps"):
-    """A radius: a finite number ``>= 0``, or (given ``n``) one per input as a tensor of length ``n``.
-    Returns it as a float, or as a 1-D tensor."""
+def check_budget(eps, who: str, n: int | None = None, name: str = "eps", positive: bool = False):
+    """A radius (or any non-negative scalar parameter): a finite number ``>= 0`` (``> 0`` when
+    ``positive``), or (given ``n``) one per input as a tensor of length ``n``. Returns it as a float,
+    or as a 1-D tensor."""
     if isinstance(eps, torch.Tensor) and eps.dim() > 0:
         if n is None or eps.shape != (n,):
             raise ValueError(f"{who}: {name} must be a number or one value per input (shape ({n},)), "
                              f"got shape {tuple(eps.shape)}")
-        if not torch.isfinite(eps).all() or (eps < 0).any():
-            raise ValueError(f"{who}: every {name} must be finite and >= 0, got {eps}")
+        if not torch.isfinite(eps).all() or (eps < 0).any() or (positive and (eps == 0).any()):
+            raise ValueError(f"{who}: every {name} must be finite and {'> 0' if positive else '>= 0'}, got {eps}")
         return eps
     try:
+        if isinstance(eps, (str, bytes)):
+            raise TypeError  # a number written as text is a mistake, not a number
         value = float(eps)
     except (TypeError, ValueError):
         raise ValueError(f"{who}: {name} must be a number, got {eps!r}") from None
-    if isinstance(eps, bool) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{who}: {name} must be a finite number >= 0, got {eps!r}")
+    if isinstance(eps, bool) or not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{who}: {name} must be a finite number {'> 0' if positive else '>= 0'}, got {eps!r}")
     return value
 
 

@@ -102,10 +102,16 @@ def test_chunks_cover_the_range_within_the_budget():
 
 
 # --------------------------------------------------------------------------------------------- checks
-@pytest.mark.parametrize("eps", [-0.1, math.nan, math.inf, "a", None, True])
+@pytest.mark.parametrize("eps", [-0.1, math.nan, math.inf, "a", "0.1", None, True])
 def test_check_budget_refuses_bad_radii(eps):
     with pytest.raises(ValueError, match="eps must be"):
         T.check_budget(eps, "who")
+
+
+def test_check_budget_positive_refuses_zero():
+    assert T.check_budget(0.0, "who") == 0.0
+    with pytest.raises(ValueError, match="c must be a finite number > 0"):
+        T.check_budget(0.0, "who", name="c", positive=True)
 
 
 def test_check_budget_per_example():

@@ -10,11 +10,9 @@ the attack's threat model, and is detached.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
-from ..threat import NORMS, check_inputs, lp_norm, margin, project
+from ..threat import NORMS, check_budget, check_inputs, lp_norm, margin, project
 
 __all__ = ["check_inputs", "step_size", "project", "lp_norm", "margin", "NORMS"]
 
@@ -25,9 +23,7 @@ def step_size(who: str, alpha: float | None, eps, steps: int):
     longer than the ball's width 2 eps, so a run can cross the ball (per example if ``eps`` is)."""
     if alpha is None:
         return 2.5 * eps / max(steps, 1)
-    if not (alpha >= 0 and math.isfinite(alpha)):
-        raise ValueError(f"{who}: alpha must be >= 0 and finite, got {alpha}")
-    return alpha
+    return check_budget(alpha, who, name="alpha")
 
 
 def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -115,11 +115,9 @@ class EarlyAbort:
 
 def check_search(who: str, c: float, search_steps: int, lr: float, kappa: float) -> None:
     """The parameters of a C&W-style search: ``c > 0``, ``search_steps >= 1``, ``lr > 0``, ``kappa >= 0``."""
-    if not (isinstance(c, (int, float)) and math.isfinite(c) and c > 0):
-        raise ValueError(f"{who}: the initial constant c must be a finite number > 0, got {c!r}")
+    check_budget(c, who, name="the initial constant c", positive=True)
     check_count(search_steps, who, "search_steps", 1)
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"{who}: lr must be a finite number > 0, got {lr!r}")
+    check_budget(lr, who, name="lr", positive=True)
     if not (isinstance(kappa, (int, float)) and kappa >= 0):
         raise ValueError(f"{who}: kappa must be >= 0, got {kappa!r}")
 
@@ -231,8 +229,7 @@ def minimal_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str
     norm = parse_norm(norm, "minimal_pgd")
     check_count(search_steps, "minimal_pgd", "search_steps", 1)
     d = x[0].numel()
-    eps_max = {"linf": 1.0, "l2": math.sqrt(d), "l1": float(d)}[norm] if eps_max is None else \
-        check_budget(eps_max, "minimal_pgd", name="eps_max")
+    eps_max = {"linf": 1.0, "l2": math.sqrt(d), "l1": float(d)}[norm] if eps_max is None else float(eps_max)
     x, y = x.detach(), y.detach()
     search = BinarySearch(x, y, eps_max, targeted=targeted, hi=eps_max)
     for _ in range(search_steps):

@@ -17,12 +17,10 @@ which sets every coordinate that moved by less than ``beta`` back to the origina
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from ..threat import check_inputs, lp_norm, margin
+from ..threat import check_budget, check_inputs, lp_norm, margin
 from .cw import BinarySearch, EarlyAbort, check_search, record
 
 __all__ = ["ead", "shrink"]
@@ -69,8 +67,7 @@ def ead(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, beta: float = 1e-
     """
     check_inputs(model, x, y, who="ead", steps=steps)
     check_search("ead", c, search_steps, lr, kappa)
-    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
-        raise ValueError(f"ead: beta must be a finite number >= 0, got {beta!r}")
+    check_budget(beta, "ead", name="beta")
     if rule not in ("en", "l1"):
         raise ValueError(f"ead: rule must be 'en' (elastic net) or 'l1', got {rule!r}")
     x, y = x.detach(), y.detach()

@@ -26,7 +26,16 @@ import torch
 from scipy import optimize, stats
 from torch import nn
 
-from ..threat import check_batch, check_count, check_labels, check_model_input, chunks, dual_norm, parse_norm
+from ..threat import (
+    check_batch,
+    check_budget,
+    check_count,
+    check_labels,
+    check_model_input,
+    chunks,
+    dual_norm,
+    parse_norm,
+)
 from ._common import activation_floats
 
 __all__ = ["CleverResult", "clever", "reverse_weibull_fit", "DEFAULT_RADIUS", "WEIBULL_SHAPES"]
@@ -156,8 +165,7 @@ def clever(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, 
     if y is not None:
         check_labels(y, len(x), n_classes, "clever")
     radius = DEFAULT_RADIUS[norm] if radius is None else radius
-    if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not (math.isfinite(radius) and radius > 0):
-        raise ValueError(f"clever: radius must be a finite number > 0, got {radius!r}")
+    check_budget(radius, "clever", name="radius", positive=True)
     n_batches = check_count(n_batches, "clever", "n_batches", 2)
     batch_size = check_count(batch_size, "clever", "batch_size", 2)
     x = x.detach()

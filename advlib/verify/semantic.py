@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..threat import check_batch, check_count, check_labels, check_model_input, chunks
+from ..threat import check_batch, check_budget, check_count, check_labels, check_model_input, chunks
 from ..train import predict
 from .bounds import METHODS, _run, margin_matrix, trace
 
@@ -111,8 +111,7 @@ def certify_rotation(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None =
     classes, y = _check_images(x, "certify_rotation", model, y)
     if method not in METHODS:
         raise ValueError(f"certify_rotation: method must be one of {METHODS}, got {method!r}")
-    if not (isinstance(max_degrees, (int, float)) and 0 < max_degrees < math.inf):
-        raise ValueError(f"certify_rotation: max_degrees must be a finite number > 0, got {max_degrees!r}")
+    check_budget(max_degrees, "certify_rotation", name="max_degrees", positive=True)
     nodes = trace(model, tuple(x.shape[1:]))
     if piece is None:
         steps = check_count(steps, "certify_rotation", "steps", 1)

@@ -13,7 +13,6 @@ the certified radius no longer follows. The base classifier must simply accept n
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -22,7 +21,7 @@ import torch
 from scipy import stats
 from torch import nn
 
-from ..threat import check_batch, check_count, check_model_input, chunks
+from ..threat import check_batch, check_budget, check_count, check_model_input, chunks
 from ._common import activation_floats
 
 __all__ = ["Smoothed", "SmoothedCertificate", "clopper_pearson_lower", "gaussian_augment",
@@ -48,8 +47,7 @@ def _check_alpha(who: str, alpha: float) -> None:
 
 
 def _check_sigma(who: str, sigma: float) -> float:
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.floating)) or not 0 < sigma < math.inf:
-        raise ValueError(f"{who}: sigma must be a finite number > 0, got {sigma!r}")
+    check_budget(sigma, who, name="sigma", positive=True)
     return float(sigma)
 
 
