@@ -50,9 +50,7 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None =
     """
     _, norm, C = _margins(model, x, y, norm, method, "certified_radius")
     steps = check_count(steps, "certified_radius", "steps", 1)
-    hi = RADIUS_BRACKET[norm] if hi is None else check_budget(hi, "certified_radius", name="hi")
-    if not hi > 0:
-        raise ValueError(f"certified_radius: hi must be > 0, got {hi}")
+    hi = RADIUS_BRACKET[norm] if hi is None else check_budget(hi, "certified_radius", name="hi", positive=True)
     nodes = trace(model, tuple(x.shape[1:]))
 
     def ok(eps: torch.Tensor) -> torch.Tensor:
