@@ -58,6 +58,16 @@ class Profile:
     clever_batch_size: int
     #: Monte Carlo samples n of randomized smoothing's CERTIFY (Cohen et al. 2019 use 100,000)
     smoothing_samples: int
+    #: Part 2 (black box): the 28x28 image data set of the black-box lectures, where dimension reduction has room
+    blackbox_dataset: str = "digits28"
+    #: ... its zoo models: ``[0]`` the victim behind the API, ``[1]`` the transfer attack's white-box surrogate
+    blackbox_models: tuple[str, ...] = ("digits28-cnn", "digits28-mlp")
+    #: ... how many test points a black-box attack runs on
+    blackbox_points: int = 10
+    #: ... the query budgets of the hard-label table (Cheng et al. 2020 report 4k / 8k / 14k on MNIST)
+    query_budgets: tuple[int, ...] = (4_000, 8_000, 14_000)
+    #: ... the queries each example may spend in ZOO / AutoZOOM (soft-label table)
+    zoo_queries: int = 40_000
     #: the seed every lecture starts from
     seed: int = 0
     #: "standard" (the profile's own budgets) or a key of :data:`SIZES` that capped them
@@ -100,6 +110,10 @@ PROFILES: dict[str, Profile] = {
         clever_batches=500,
         clever_batch_size=1024,
         smoothing_samples=100_000,
+        blackbox_dataset="mnist",
+        blackbox_models=("mnist-cnn", "mnist-mlp"),
+        blackbox_points=100,
+        zoo_queries=200_000,
     ),
 }
 
@@ -116,6 +130,8 @@ SIZES: dict[str, dict[str, int]] = {
         "clever_batches": 10,
         "clever_batch_size": 64,
         "smoothing_samples": 1_000,
+        "blackbox_points": 3,
+        "zoo_queries": 4_000,
     },
 }
 
