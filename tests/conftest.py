@@ -34,6 +34,22 @@ def train_digits(digits_splits, request):
 
 
 @pytest.fixture(scope="session")
+def digits28_test():
+    """The held-out digits at the MNIST shape 28x28 (Part 2's data)."""
+    return advlib.data.load("digits28", "test")
+
+
+@pytest.fixture(scope="module")
+def digits28(digits28_test, zoo_model, request):
+    """``(x, y)``: the first ``N_DIGITS28`` held-out 28x28 digits (a module sets it; default 50) that
+    ``digits28-cnn`` classifies correctly (the points a black-box attack is run on)."""
+    n = getattr(request.module, "N_DIGITS28", 50)
+    x, y = digits28_test.x, digits28_test.y
+    ok = advlib.train.predict(zoo_model("digits28-cnn"), x) == y
+    return x[ok][:n], y[ok][:n]
+
+
+@pytest.fixture(scope="session")
 def zoo_model():
     """``zoo_model(name)``: a shipped zoo model on the CPU, in eval mode, loaded once a session."""
     cache = {}

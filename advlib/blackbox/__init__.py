@@ -12,7 +12,7 @@ calling convention of :mod:`advlib.attacks`; its cost is in ``bb.log`` (a :class
 form shared by all of them). Gradient estimates come from :mod:`advlib.zo`.
 """
 from ._box import OUTPUTS, BlackBox, QueryBudgetExceeded, QueryLog
-from ._common import adversarial, check_attack, cw_loss, first_look
+from ._common import adversarial, charged, check_attack, cw_loss, first_look, generator
 
 __all__ = ["OUTPUTS", "BlackBox", "QueryBudgetExceeded", "QueryLog", "adversarial", "check_attack", "cw_loss",
-           "first_look"]
+           "first_look", "charged", "generator"]

@@ -17,7 +17,7 @@ from torch import nn
 from ..threat import check_batch, check_count, check_labels, margin
 from ._box import BlackBox, QueryLog
 
-__all__ = ["check_attack", "first_look", "adversarial", "cw_loss"]
+__all__ = ["check_attack", "first_look", "adversarial", "cw_loss", "charged", "generator"]
 
 
 def check_attack(blackbox, x, y, who: str, *, queries: int, scores: bool = False, norm: str = "l2") -> QueryLog:
@@ -62,3 +62,20 @@ def cw_loss(probs: torch.Tensor, y: torch.Tensor, targeted: bool, kappa: float =
     ``max(log p_y - max_{j != y} log p_j, -kappa)`` untargeted, ``max(max_{j != t} log p_j - log p_t, -kappa)``
     targeted; ``<= 0`` exactly at success (:func:`advlib.threat.margin` on ``log p``)."""
     return margin(probs.clamp_min(1e-30).log(), y, targeted, kappa)
+
+
+def charged(blackbox: BlackBox, ids: torch.Tensor, fn, scores: bool = True):
+    """``f(z)`` for :mod:`advlib.zo`: queries the rows of ``z`` (grouped by example, ``len(z) / len(ids)``
+    consecutive rows per example ``ids[k]``), charges each to its example, and returns
+    ``fn(answers, owner)`` (``owner[r]``: the example of row ``r``)."""
+    def f(z: torch.Tensor) -> torch.Tensor:
+        owner = ids.repeat_interleave(len(z) // len(ids))
+        return fn(blackbox.scores(z, owner) if scores else blackbox.label(z, owner), owner)
+    return f
+
+
+def generator(seed: int | None, device) -> torch.Generator:
+    """The random stream of an attack: seeded (the same call gives the same result) unless ``seed`` is None."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed) if seed is not None else gen.seed()
+    return gen
