@@ -13,6 +13,7 @@ form shared by all of them). Gradient estimates come from :mod:`advlib.zo`.
 """
 from ._box import OUTPUTS, BlackBox, QueryBudgetExceeded, QueryLog
 from ._common import adversarial, charged, check_attack, cw_loss, first_look, generator
+from .transfer import transfer
 
 __all__ = ["OUTPUTS", "BlackBox", "QueryBudgetExceeded", "QueryLog", "adversarial", "check_attack", "cw_loss",
-           "first_look", "charged", "generator"]
+           "first_look", "charged", "generator", "transfer"]
