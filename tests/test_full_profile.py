@@ -42,7 +42,7 @@ import toy_datasets  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 LECTURES = sorted(REPO.glob("lectures/[0-9][0-9]_*.md"))
 FULL_TOY = advlib.profile("full", "toy")
-ZOO_NAMES = list(FULL_TOY.models) + list(FULL_TOY.robust_models.values())
+ZOO_NAMES = list(dict.fromkeys([*FULL_TOY.models, *FULL_TOY.robust_models.values(), *FULL_TOY.blackbox_models]))
 #: the clean test accuracy each on-demand entry must reach on the toy MNIST (500 test digits)
 FLOOR = {"mnist-cnn": 0.9, "mnist-mlp": 0.9, "mnist-mlp-pgd": 0.85, "mnist-mlp-ibp": 0.8}
 
@@ -51,7 +51,8 @@ FLOOR = {"mnist-cnn": 0.9, "mnist-mlp": 0.9, "mnist-mlp-pgd": 0.85, "mnist-mlp-i
 def test_toy_size_caps_budgets_and_keeps_what_runs():
     full, toy = advlib.PROFILES["full"], advlib.profile("full", "toy")
     assert (toy.name, toy.size, full.size) == ("full", "toy", "standard")
-    for f in ("dataset", "models", "robust_models", "series", "eps_grid", "seed"):
+    for f in ("dataset", "models", "robust_models", "series", "eps_grid", "seed", "blackbox_dataset", "blackbox_models",
+              "query_budgets"):
         assert getattr(toy, f) == getattr(full, f), f
     for f, cap in SIZES["toy"].items():
         assert getattr(toy, f) == min(cap, getattr(full, f)) < getattr(full, f), f
@@ -79,6 +80,8 @@ def test_every_model_a_profile_names_is_in_the_zoo_on_its_data(name):
     assert set(p.robust_models) == {"pgd", "ibp"}
     for model in (*p.models, *p.robust_models.values()):
         assert zoo.ENTRIES[model].dataset == p.dataset, model
+    for model in p.blackbox_models:
+        assert zoo.ENTRIES[model].dataset == p.blackbox_dataset, model
     for recipe, model in p.robust_models.items():
         e, mlp = zoo.ENTRIES[model], zoo.ENTRIES[p.models[-1]]
         assert e.robust == recipe and (e.arch, e.arch_kwargs) == (mlp.arch, mlp.arch_kwargs)
