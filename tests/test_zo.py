@@ -167,3 +167,21 @@ def test_bad_input():
         zo.minimize(f, x, steps=1, optimizer="lbfgs")
     with pytest.raises(ValueError, match="lr"):
         zo.ZOAdam(-1.0)
+
+
+def test_optimisers_update_only_the_indexed_coordinates_and_adam_checks_its_rows():
+    x = torch.zeros(2, 4)
+    idx = torch.tensor([[0, 2], [1, 3]])
+    g = torch.ones(2, 2)
+    for opt in (zo.ZOSGD(0.5), zo.ZOSignSGD(0.5), zo.ZOAdam(0.5)):
+        moved = opt.step(x, g, index=idx)
+        assert torch.allclose(moved, torch.tensor([[-0.5, 0, -0.5, 0], [0, -0.5, 0, -0.5]]), atol=1e-6)
+    adam = zo.ZOAdam(0.1)
+    adam.step(torch.zeros(3, 2), torch.ones(3, 2))
+    with pytest.raises(ValueError, match="rows"):
+        adam.step(torch.zeros(2, 2), torch.ones(2, 2))
+    out = adam.step(torch.zeros(1, 2), -torch.ones(1, 2), rows=torch.tensor([2]))
+    assert adam.t[2].tolist() == [2.0, 2.0] and adam.t[0].tolist() == [1.0, 1.0]
+    assert (out > 0).all()  # m = 0.9 * 0.1 - 0.1 < 0: the step is up
+    with pytest.raises(ValueError, match="betas"):
+        zo.ZOAdam(betas=(1.5, 0.9))
