@@ -13,12 +13,15 @@ form shared by all of them). Gradient estimates come from :mod:`advlib.zo`.
 """
 from ._box import OUTPUTS, BlackBox, QueryBudgetExceeded, QueryLog
 from ._common import adversarial, charged, check_attack, cw_loss, first_look, generator
+from .autozoom import autozoom
 from .bandits import bandits
 from .nes import nes
 from .signsgd import zo_signsgd
 from .square import square
 from .transfer import transfer
+from .zoo_attack import zoo_attack
 
 __all__ = ["OUTPUTS", "BlackBox", "QueryBudgetExceeded", "QueryLog", "adversarial", "check_attack", "cw_loss",
            "first_look", "charged", "generator", "transfer"]
+__all__ += ["zoo_attack", "autozoom"]
 __all__ += ["nes", "bandits", "zo_signsgd", "square"]
