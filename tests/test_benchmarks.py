@@ -44,3 +44,12 @@ def test_verify_benchmark_runs():
     for family in ("tiny", "small"):
         assert {(family, k) for k in ("LP(crown", "LP-all", "MILP")} <= oracle.keys()
         assert all(oracle[family, k] == "0" for k in methods), out.stdout  # no bound above the exact minimum
+
+
+def test_blackbox_benchmark_runs():
+    out = subprocess.run([sys.executable, "benchmarks/blackbox.py", "--quick", "--threads", "1"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    names = ("Sign-OPT", "HopSkipJump", "Boundary", "ZOO")
+    assert all(f"\n{n}" in out.stdout for n in (*names, "OPT", "AutoZOOM"))
+    assert "3. ART" in out.stdout and "batched / loop" in out.stdout and "speed-up" in out.stdout
