@@ -15,8 +15,11 @@ JOBS   ?= 2
 course: $(STAMP) notebooks
 	ADVLIB_PROFILE=$${ADVLIB_PROFILE:-fast} $(BIN)/python book/build.py --execute force
 
+# One thread per pytest worker (override with OMP_NUM_THREADS=...): $(JOBS) workers on as many cores,
+# each a kernel that would otherwise start one thread per core; oversubscribed, the many small
+# forward passes of the black-box attacks stall.
 test: $(STAMP) notebooks
-	ADVLIB_PROFILE=fast $(BIN)/python -m pytest -n $(JOBS) --dist loadfile
+	ADVLIB_PROFILE=fast OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -n $(JOBS) --dist loadfile
 
 # Every lecture in the full profile (MNIST 28x28, the mnist-* zoo) at toy size, on toy files in
 # the real MNIST format that the test writes; part of `make test` too.

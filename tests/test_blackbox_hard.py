@@ -312,7 +312,7 @@ def test_no_weaker_than_art_at_equal_counted_queries(zoo_model, digits28, name):
     assert ours <= theirs, (ours, theirs)
 
 
-# ------------------------------------------------------------------ lecture 23's exercise checks
+# ------------------------------------------------------------------ lecture 13's exercise checks
 def test_exercise_checks_accept_the_answers_and_reject_wrong_ones():
     from advlib.course import ExerciseError, hard_label
     hard_label.check_g_bisection(hard_label.g_bisection, strict=True)

@@ -1,4 +1,4 @@
-"""Lecture 20's helpers: the closed-form smoothed gradients agree with Monte Carlo, and the exercise
+"""Lecture 10's helpers: the closed-form smoothed gradients agree with Monte Carlo, and the exercise
 checks accept right answers, reject typical wrong ones with the right hint and report a stub as
 not attempted."""
 import math

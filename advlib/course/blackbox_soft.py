@@ -1,4 +1,4 @@
-"""Checks and measurements of lecture 21 (soft-label attacks: ZOO and AutoZOOM)."""
+"""Checks and measurements of lecture 11 (soft-label attacks: ZOO and AutoZOOM)."""
 from __future__ import annotations
 
 import math

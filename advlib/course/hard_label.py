@@ -1,4 +1,4 @@
-"""Checks of lecture 23 (hard-label attacks: OPT, Sign-OPT, Boundary, HopSkipJump)."""
+"""Checks of lecture 13 (hard-label attacks: OPT, Sign-OPT, Boundary, HopSkipJump)."""
 from __future__ import annotations
 
 import math

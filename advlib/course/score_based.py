@@ -1,4 +1,4 @@
-"""Checks and measurements of lecture 22 (score-based L-inf attacks: NES, Bandits, ZO-signSGD, Square)."""
+"""Checks and measurements of lecture 12 (score-based L-inf attacks: NES, Bandits, ZO-signSGD, Square)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""Checks of lecture 24 (transfer attacks)."""
+"""Checks of lecture 14 (transfer attacks)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""Helpers of lecture 20 (zeroth-order optimisation): test functions whose gradient *and* smoothed
+"""Helpers of lecture 10 (zeroth-order optimisation): test functions whose gradient *and* smoothed
 gradient are known in closed form, a log-log slope, and the exercise checks.
 
 The random-direction estimates of :mod:`advlib.zo` are unbiased for the gradient of a smoothed
