@@ -68,6 +68,17 @@ class Profile:
     query_budgets: tuple[int, ...] = (4_000, 8_000, 14_000)
     #: ... the queries each example may spend in ZOO / AutoZOOM (soft-label table)
     zoo_queries: int = 40_000
+    #: Part 4 (defenses): the robustly trained versions of the CNN ``models[0]``, by recipe (``"standard"`` is
+    #: ``models[0]`` itself); the robust-training lecture compares them
+    defense_models: dict = dataclasses.field(default_factory=lambda: {
+        "standard": "digits-cnn", "pgd": "digits-cnn-pgd", "trades": "digits-cnn-trades",
+        "sprout": "digits-cnn-sprout", "cat": "digits-cnn-cat"})
+    #: ... the L-inf radius the defenses are trained for and evaluated at
+    defense_eps: float = 0.1
+    #: ... iterations of each gradient attack of the ensemble evaluation (AutoAttack uses 100)
+    eval_steps: int = 100
+    #: ... queries per point of its score-based member, Square (AutoAttack uses 5,000)
+    square_queries: int = 5_000
     #: the seed every lecture starts from
     seed: int = 0
     #: "standard" (the profile's own budgets) or a key of :data:`SIZES` that capped them
@@ -114,6 +125,9 @@ PROFILES: dict[str, Profile] = {
         blackbox_models=("mnist-cnn", "mnist-mlp"),
         blackbox_points=100,
         zoo_queries=200_000,
+        defense_models={"standard": "mnist-cnn", "pgd": "mnist-cnn-pgd", "trades": "mnist-cnn-trades",
+                        "sprout": "mnist-cnn-sprout", "cat": "mnist-cnn-cat"},
+        defense_eps=0.3,
     ),
 }
 
@@ -132,6 +146,8 @@ SIZES: dict[str, dict[str, int]] = {
         "smoothing_samples": 1_000,
         "blackbox_points": 3,
         "zoo_queries": 4_000,
+        "eval_steps": 20,
+        "square_queries": 500,
     },
 }
 

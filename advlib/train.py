@@ -1,10 +1,13 @@
 """A plain, readable training loop with progress bars and held-out accuracy."""
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
@@ -12,7 +15,7 @@ from tqdm.auto import tqdm
 from .threat import chunks, require_eval
 
 __all__ = ["fit", "predict", "accuracy", "require_eval", "random_shift", "random_crop_flip", "Recipe", "RECIPES",
-           "register_recipe", "recipe"]
+           "register_recipe", "recipe", "soft_cross_entropy", "init_distributed", "distributed"]
 
 
 @torch.no_grad()
@@ -36,7 +39,7 @@ def accuracy(model: nn.Module, x, y: torch.Tensor | None = None) -> float:
 def fit(model: nn.Module, train, test=None, *, epochs: int, lr: float = 1e-3, batch_size: int = 128,
         weight_decay: float = 0.0, optimizer: str = "adam", schedule: str = "cosine",
         perturb: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-        loss: Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None,
+        loss: Callable[..., torch.Tensor] | None = None, recipe: Recipe | None = None,
         seed: int | None = 0, device=None, progress: bool = True) -> dict[str, list[float]]:
     """Train ``model`` with cross-entropy on ``train`` (a dataset of ``(x, y)`` tensors).
 
@@ -44,11 +47,24 @@ def fit(model: nn.Module, train, test=None, *, epochs: int, lr: float = 1e-3, ba
     replaces each batch by ``perturb(model, x, y)`` (e.g. Gaussian noise, or a PGD attack for
     adversarial training). ``loss(model, x, y, progress)`` replaces the cross-entropy of the logits
     (e.g. a certified-training loss); ``progress`` is the fraction of training done, in [0, 1), for
-    schedules that ramp up a radius. Returns the history: training loss and accuracy per epoch, and
-    held-out accuracy on ``test`` when given. The model ends in eval mode.
+    schedules that ramp up a radius; a loss that takes an ``index`` argument also gets the positions
+    of the batch in ``train`` (per-sample state, e.g. CAT's radii). ``recipe`` (a :class:`Recipe`,
+    e.g. ``recipe("trades", eps=0.1)``) supplies both hooks. Returns the history: training loss and
+    accuracy per epoch, and held-out accuracy on ``test`` when given. The model ends in eval mode.
+
+    **Data parallel.** Started under ``torchrun`` with :func:`init_distributed` called first, every
+    process takes its share of each mini-batch (the same seeded order everywhere), the model is
+    wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`, and each process's loss is
+    weighted by its share, so the averaged gradient is the gradient of the whole mini-batch: the same
+    training as one process, up to floating-point order and the hooks' own random draws.
     """
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise ValueError(f"need epochs >= 1, batch_size >= 1 and lr > 0; got {epochs}, {batch_size}, {lr}")
+    if recipe is not None:
+        if (perturb is not None and recipe.perturb is not None) or (loss is not None and recipe.loss is not None):
+            raise ValueError(f"fit: recipe {recipe.name!r} already sets the hook that perturb= / loss= also sets; "
+                             "pass one or the other")
+        perturb, loss = perturb or recipe.perturb, loss or recipe.loss
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(dev)
     x_all, y_all = train[:]
@@ -61,6 +77,12 @@ def fit(model: nn.Module, train, test=None, *, epochs: int, lr: float = 1e-3, ba
     if y_all.min() < 0 or y_all.max() >= n_out:
         raise ValueError(f"labels must lie in 0..{n_out - 1} (the model has {n_out} outputs); "
                          f"found {y_all.min().item()}..{y_all.max().item()}")
+    indexed = loss is not None and "index" in inspect.signature(loss).parameters
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed() else (0, 1)
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer == "adam":
         opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
@@ -73,31 +95,34 @@ def fit(model: nn.Module, train, test=None, *, epochs: int, lr: float = 1e-3, ba
              if schedule == "cosine" else None)
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     if seed is not None:
-        torch.manual_seed(seed)
+        torch.manual_seed(seed + rank)
     history: dict[str, list[float]] = {"loss": [], "train_acc": [], "test_acc": []}
-    bar = tqdm(range(epochs), desc="training", disable=not progress, leave=False)
+    bar = tqdm(range(epochs), desc="training", disable=not progress or rank > 0, leave=False)
     for epoch in bar:
-        model.train()
+        net.train()
         order = torch.randperm(len(x_all), generator=gen).to(dev)
-        total_loss, correct = 0.0, 0
+        total = torch.zeros(2, device=dev)  # summed loss, correct predictions
         for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
+            batch = order[i:i + batch_size]
+            idx = batch[rank::world]  # this process's share of the mini-batch
             x, y = x_all[idx], y_all[idx]
             if perturb is not None:
-                x = perturb(model, x, y)
-            logits = model(x)
+                x = perturb(net, x, y)
+            logits = net(x)
+            done = (epoch * steps_per_epoch + i // batch_size) / (epochs * steps_per_epoch)
             value = (F.cross_entropy(logits, y) if loss is None
-                     else loss(model, x, y, (epoch * steps_per_epoch + i // batch_size) / (epochs * steps_per_epoch)))
+                     else loss(net, x, y, done, index=idx) if indexed else loss(net, x, y, done))
             opt.zero_grad(set_to_none=True)
-            value.backward()
+            (value * (len(idx) * world / len(batch))).backward()  # DDP averages: the mini-batch's mean
             opt.step()
             if sched is not None:
                 sched.step()
-            total_loss += value.item() * len(idx)
-            correct += (logits.argmax(1) == y).sum().item()
+            total += torch.stack([value.detach() * len(idx), (logits.argmax(1) == y).sum().float()])
+        if world > 1:
+            dist.all_reduce(total)
         model.eval()
-        history["loss"].append(total_loss / len(x_all))
-        history["train_acc"].append(correct / len(x_all))
+        history["loss"].append(total[0].item() / len(x_all))
+        history["train_acc"].append(total[1].item() / len(x_all))
         postfix = {"loss": f"{history['loss'][-1]:.3f}", "train": f"{history['train_acc'][-1]:.3f}"}
         if test is not None:
             history["test_acc"].append(accuracy(model, *test[:]))
@@ -106,6 +131,38 @@ def fit(model: nn.Module, train, test=None, *, epochs: int, lr: float = 1e-3, ba
     model.eval()
     return history
 
+
+def distributed() -> bool:
+    """Whether this process is one of several in an initialised ``torch.distributed`` group."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def init_distributed() -> torch.device:
+    """Join the process group that ``torchrun`` describes in the environment (``RANK``,
+    ``WORLD_SIZE``, ``LOCAL_RANK``, ...): NCCL with one GPU per process where CUDA is available,
+    gloo on CPUs. Returns this process's device. Outside torchrun (no ``WORLD_SIZE``) it does nothing
+    and returns :func:`advlib.device`. ``torch.distributed.destroy_process_group()`` ends it."""
+    from .runtime import device as default_device
+    if "WORLD_SIZE" not in os.environ:
+        return default_device()
+    if not dist.is_available():
+        raise RuntimeError("this PyTorch build has no torch.distributed; run in one process instead")
+    cuda = torch.cuda.is_available()
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        if local >= torch.cuda.device_count():
+            raise RuntimeError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} GPUs: start torchrun with "
+                               f"--nproc_per_node={torch.cuda.device_count()} or fewer")
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy ``-sum_k q_k log softmax(z)_k`` against soft labels ``q`` (rows of
+    probabilities: label smoothing, mixup, SPROUT's and CAT's Dirichlet labels)."""
+    return -(target * F.log_softmax(logits, 1)).sum(1).mean()
 
 
 def random_shift(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pad: int = 1) -> torch.Tensor:
@@ -132,12 +189,15 @@ def random_crop_flip(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torc
 @dataclass(frozen=True)
 class Recipe:
     """How to train robustly, as the two hooks of :func:`fit`: ``perturb(model, x, y)`` replaces each
-    batch (e.g. by adversarial examples), ``loss(model, x, y, progress)`` replaces cross-entropy
-    (e.g. a certified-training loss). Either may be ``None``."""
+    batch (e.g. by adversarial examples), ``loss(model, x, y, progress[, index])`` replaces
+    cross-entropy (e.g. TRADES' regularised loss, a certified-training loss). Either may be ``None``.
+    ``fit(model, train, recipe=r)`` uses both. ``state`` holds what a recipe learns or tracks while it
+    trains (SPROUT's Dirichlet parameter, CAT's per-sample radii), for inspection."""
 
     name: str
     perturb: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
-    loss: Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None
+    loss: Callable[..., torch.Tensor] | None = None
+    state: object = None
 
 
 #: robust-training recipes by name: ``name -> factory(**params) -> Recipe``. The parts that own the

@@ -1,14 +1,18 @@
-"""Defenses (Part 4): robust training and its recipes.
+"""Defenses (Part 4): robust training, and an evaluation that does not fool itself.
 
 Every robust-training method is a :class:`advlib.train.Recipe` registered by name, so that
 :func:`advlib.train.fit` can use it and a zoo entry can name it::
 
-    r = advlib.train.recipe("pgd", eps=0.1)
-    advlib.train.fit(model, train, test, epochs=40, perturb=r.perturb, loss=r.loss)
+    r = advlib.train.recipe("trades", eps=0.1, beta=6.0)
+    advlib.train.fit(model, train, test, epochs=40, recipe=r)
 
-Registered here: ``"pgd"`` (Madry et al., 2018) and ``"ibp"`` (Gowal et al., 2018). The defenses
-part adds TRADES, SPROUT, CAT and randomised defenses to the same registry.
+Registered here: ``"pgd"`` (Madry et al., 2018), ``"trades"`` (Zhang et al., 2019), ``"sprout"``
+(Cheng et al., 2021), ``"cat"`` (Cheng et al., 2020) and ``"ibp"`` (Gowal et al., 2018).
 """
+from .cat import CatState, cat_training
 from .recipes import ibp_training, pgd_training
+from .sprout import SproutState, sprout_labels, sprout_training
+from .trades import trades_loss, trades_training
 
-__all__ = ["pgd_training", "ibp_training"]
+__all__ = ["pgd_training", "ibp_training", "trades_training", "trades_loss", "sprout_training", "sprout_labels", "SproutState",
+           "cat_training", "CatState"]

@@ -83,6 +83,24 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
     Entry("digits28-mlp", 1, "digits28", "mlp", {"in_shape": (1, 28, 28), "hidden": (256, 256)},
           epochs=30, lr=1e-3, batch_size=64, weight_decay=1e-4, shipped=True,
           description="MLP 784-256-256-10 on the digits upsampled to 28x28 (Part 2's transfer surrogate)"),
+    # Part 4: the defenses of the robust-training lecture, all on digits-cnn's architecture, L-inf eps 0.1
+    Entry("digits-cnn-pgd", 1, "digits", "cnn", {"in_shape": (1, 8, 8), "channels": (16, 32), "strides": (1, 2)},
+          epochs=60, lr=2e-3, batch_size=64, weight_decay=1e-4, shipped=True,
+          robust="pgd", robust_kwargs={"eps": 0.1},
+          description="digits-cnn trained on PGD-10 examples (L-inf, eps 0.1; Madry et al. 2018)"),
+    Entry("digits-cnn-trades", 1, "digits", "cnn", {"in_shape": (1, 8, 8), "channels": (16, 32), "strides": (1, 2)},
+          epochs=60, lr=2e-3, batch_size=64, weight_decay=1e-4, shipped=True,
+          robust="trades", robust_kwargs={"eps": 0.1, "beta": 6.0},
+          description="digits-cnn trained with TRADES (L-inf, eps 0.1, beta 6; Zhang et al. 2019)"),
+    Entry("digits-cnn-sprout", 1, "digits", "cnn", {"in_shape": (1, 8, 8), "channels": (16, 32), "strides": (1, 2)},
+          epochs=60, lr=2e-3, batch_size=64, weight_decay=1e-4, shipped=True,
+          robust="sprout", robust_kwargs={"sigma": 0.2, "alpha": 0.3},
+          description="digits-cnn trained with SPROUT (Gaussian sigma 0.2, mixup, Dirichlet smoothing 0.3; "
+                      "Cheng et al. 2021)"),
+    Entry("digits-cnn-cat", 1, "digits", "cnn", {"in_shape": (1, 8, 8), "channels": (16, 32), "strides": (1, 2)},
+          epochs=60, lr=2e-3, batch_size=64, weight_decay=1e-4, shipped=True,
+          robust="cat", robust_kwargs={"eps_max": 0.1},
+          description="digits-cnn trained with CAT (per-sample eps up to 0.1, smoothed labels; Cheng et al. 2020)"),
     Entry("mnist-mlp", 1, "mnist", "mlp", {"in_shape": (1, 28, 28), "hidden": (256, 256)},
           epochs=10, lr=1e-3, batch_size=128, description="MLP 784-256-256-10 on MNIST"),
     Entry("mnist-mlp-pgd", 1, "mnist", "mlp", {"in_shape": (1, 28, 28), "hidden": (256, 256)},
@@ -93,6 +111,18 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
           description="mnist-mlp trained with the IBP loss (L-inf, eps ramped to 0.1; Gowal et al. 2018)"),
     Entry("mnist-cnn", 1, "mnist", "cnn", {"in_shape": (1, 28, 28), "channels": (16, 32), "strides": (2, 2)},
           epochs=10, lr=1e-3, batch_size=128, description="the 'small' certified-training CNN on MNIST"),
+    Entry("mnist-cnn-pgd", 1, "mnist", "cnn", {"in_shape": (1, 28, 28), "channels": (16, 32), "strides": (2, 2)},
+          epochs=10, lr=1e-3, batch_size=128, robust="pgd", robust_kwargs={"eps": 0.3, "steps": 10},
+          description="mnist-cnn trained on PGD-10 examples (L-inf, eps 0.3; Madry et al. 2018)"),
+    Entry("mnist-cnn-trades", 1, "mnist", "cnn", {"in_shape": (1, 28, 28), "channels": (16, 32), "strides": (2, 2)},
+          epochs=10, lr=1e-3, batch_size=128, robust="trades", robust_kwargs={"eps": 0.3, "beta": 6.0},
+          description="mnist-cnn trained with TRADES (L-inf, eps 0.3, beta 6; Zhang et al. 2019)"),
+    Entry("mnist-cnn-sprout", 1, "mnist", "cnn", {"in_shape": (1, 28, 28), "channels": (16, 32), "strides": (2, 2)},
+          epochs=10, lr=1e-3, batch_size=128, robust="sprout", robust_kwargs={"sigma": 0.3, "alpha": 0.3},
+          description="mnist-cnn trained with SPROUT (Gaussian sigma 0.3, mixup, Dirichlet smoothing 0.3)"),
+    Entry("mnist-cnn-cat", 1, "mnist", "cnn", {"in_shape": (1, 28, 28), "channels": (16, 32), "strides": (2, 2)},
+          epochs=10, lr=1e-3, batch_size=128, robust="cat", robust_kwargs={"eps_max": 0.3},
+          description="mnist-cnn trained with CAT (per-sample eps up to 0.3, smoothed labels; Cheng et al. 2020)"),
     Entry("fashion-mnist-cnn", 1, "fashion-mnist", "cnn",
           {"in_shape": (1, 28, 28), "channels": (16, 32), "strides": (2, 2)},
           epochs=15, lr=1e-3, batch_size=128, description="the same small CNN on Fashion-MNIST"),
@@ -148,12 +178,10 @@ def train(name: str, *, device=None, progress: bool = True) -> tuple[nn.Module, 
     model = build(e.arch, n_classes=tr.n_classes, mean=tr.x.mean(dims).tolist(),
                   std=tr.x.std(dims).tolist(), **e.arch_kwargs).to(dev)
     r = recipe(e.robust, **e.robust_kwargs) if e.robust else None
-    perturb, loss = (r.perturb, r.loss) if r else (None, None)
-    if perturb is not None and e.augment:
+    if r is not None and r.perturb is not None and e.augment:
         raise ValueError(f"{name}: a recipe has either an augmentation or adversarial training, not both")
     fit(model, tr, te, epochs=e.epochs, lr=e.lr, batch_size=e.batch_size, weight_decay=e.weight_decay,
-        optimizer=e.optimizer, perturb=perturb or _AUGMENT[e.augment], loss=loss, seed=e.seed,
-        device=dev, progress=progress)
+        optimizer=e.optimizer, perturb=_AUGMENT[e.augment], recipe=r, seed=e.seed, device=dev, progress=progress)
     return model, accuracy(model, te.x, te.y)
 
 

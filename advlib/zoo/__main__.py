@@ -1,11 +1,18 @@
-"""``python -m advlib.zoo list | train NAME [--out DIR] | check``."""
+"""``python -m advlib.zoo list | train NAME [--out DIR] | check``.
+
+``torchrun --nproc_per_node=N -m advlib.zoo train NAME --out DIR`` trains data-parallel (NCCL on
+GPUs, gloo on CPUs; see :func:`advlib.train.fit`); the first process writes the checkpoint."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
+
+import torch
+import torch.distributed
 
 from . import ENTRIES, cache_dir, load, manifest, save, train, weights_dir
 
@@ -26,7 +33,12 @@ def _train(name: str, out: str | None, device: str | None) -> None:
     if e is None:
         sys.exit(f"unknown zoo entry {name!r}; known: {', '.join(ENTRIES)}")
     t0 = time.perf_counter()
+    from ..train import distributed, init_distributed
+    if device is None and "WORLD_SIZE" in os.environ:  # under torchrun: data-parallel training
+        device = init_distributed()
     model, acc = train(name, device=device)
+    if distributed() and torch.distributed.get_rank() > 0:
+        return  # the first process writes the checkpoint
     if out is not None:
         path = Path(out) / e.filename
     elif e.shipped:
