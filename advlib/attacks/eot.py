@@ -30,7 +30,8 @@ def random_transform(max_shift: float = 1.0, max_rotation: float = 15.0,
     each call draws, for every image independently, a shift of up to ``max_shift`` pixels in each
     direction, a rotation of up to ``max_rotation`` degrees about the centre (both by
     ``affine_grid`` / ``grid_sample``, bilinear, zero background) and a brightness factor uniform in
-    ``brightness`` (multiplicative), then clamps to [0, 1]. Gradients flow to ``x``. ``generator``
+    ``brightness`` (multiplicative), then clips to [0, 1] (straight-through: the gradient passes the clip
+    unchanged). Gradients flow to ``x``. ``generator``
     (a CPU generator) makes the draws repeatable."""
     lo, hi = brightness
     if max_shift < 0 or max_rotation < 0 or not 0 <= lo <= hi:
@@ -52,7 +53,10 @@ def random_transform(max_shift: float = 1.0, max_rotation: float = 15.0,
         theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return (out * uniform(lo, hi).view(n, 1, 1, 1)).clamp(0, 1)
+        out = out * uniform(lo, hi).view(n, 1, 1, 1)
+        # clipped to [0, 1] with a straight-through gradient: since torch 2.14 the gradient of a clamp
+        # is 0 at its bounds, which would hide every background pixel (exactly 0) from the attack
+        return out + (out.clamp(0, 1) - out).detach()
 
     transform.params = {"max_shift": max_shift, "max_rotation": max_rotation, "brightness": (lo, hi)}
     return transform

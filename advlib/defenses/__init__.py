@@ -7,12 +7,31 @@ Every robust-training method is a :class:`advlib.train.Recipe` registered by nam
     advlib.train.fit(model, train, test, epochs=40, recipe=r)
 
 Registered here: ``"pgd"`` (Madry et al., 2018), ``"trades"`` (Zhang et al., 2019), ``"sprout"``
-(Cheng et al., 2021), ``"cat"`` (Cheng et al., 2020) and ``"ibp"`` (Gowal et al., 2018).
+(Cheng et al., 2021), ``"cat"`` (Cheng et al., 2020) and ``"ibp"`` (Gowal et al., 2018). HRS
+(Wang et al., 2019) is a model trained in stages: :class:`HRS`, :func:`hrs_cnn`, :func:`hrs_train`.
+
+Input-transformation defenses (feature squeezing, spatial smoothing, random resize-and-pad) and the
+adaptive attacks that break them (BPDA, and EOT from :func:`advlib.attacks.eot_pgd`) are in
+``transforms``.
 """
 from .cat import CatState, cat_training
+from .hrs import HRS, hrs_cnn, hrs_train
 from .recipes import ibp_training, pgd_training
 from .sprout import SproutState, sprout_labels, sprout_training
 from .trades import trades_loss, trades_training
+from .transforms import (
+                         FeatureSqueezing,
+                         Transformed,
+                         bit_depth,
+                         bpda,
+                         median_smooth,
+                         random_resize_pad,
+                         soft_bit_depth,
+                         spatial_smooth,
+)
 
-__all__ = ["pgd_training", "ibp_training", "trades_training", "trades_loss", "sprout_training", "sprout_labels", "SproutState",
-           "cat_training", "CatState"]
+__all__ = ["pgd_training", "ibp_training", "trades_training", "trades_loss", "sprout_training", "sprout_labels",
+           "SproutState", "cat_training", "CatState"]
+__all__ += ["HRS", "hrs_cnn", "hrs_train"]
+__all__ += ["bit_depth", "soft_bit_depth", "median_smooth", "spatial_smooth", "random_resize_pad", "bpda",
+            "Transformed", "FeatureSqueezing"]
