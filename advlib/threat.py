@@ -26,7 +26,6 @@ import warnings
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["NORMS", "MEMORY_BUDGET", "parse_norm", "order", "dual_order", "lp_norm", "dual_norm", "project",
@@ -74,7 +73,11 @@ def lp_norm(delta: torch.Tensor, p) -> torch.Tensor:
     ``"l2"``, ``"l1"``, ``"l0"``) or an order (``inf``, 2, 1, 0). L0 counts the non-zero entries."""
     q = order(p)
     flat = delta.flatten(1)
-    return (flat != 0).sum(1).to(flat.dtype) if q == 0 else torch.linalg.vector_norm(flat, ord=q, dim=1)
+    if q == 0:
+        return (flat != 0).sum(1).to(flat.dtype)
+    if math.isinf(q):  # the same value as vector_norm(ord=inf), many times faster on CPUs
+        return flat.abs().amax(1)
+    return torch.linalg.vector_norm(flat, ord=q, dim=1)
 
 
 def dual_norm(a: torch.Tensor, norm, start_dim: int = 1) -> torch.Tensor:
@@ -128,7 +131,7 @@ def margin(logits: torch.Tensor, y: torch.Tensor, targeted: bool = False, kappa:
     untargeted ``max(z_y - max_{j != y} z_j, -kappa)``, targeted ``max(max_{j != t} z_j - z_t, -kappa)``.
     With ``kappa = inf`` it is the plain gap, ``< 0`` exactly when the label changed (reached ``t``)."""
     z_y = logits.gather(1, y[:, None]).squeeze(1)
-    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), -torch.inf).amax(1)
+    other = logits.scatter(1, y[:, None], -torch.inf).amax(1)
     gap = (other - z_y) if targeted else (z_y - other)
     return gap if math.isinf(kappa) else gap.clamp(min=-kappa)
 
@@ -149,6 +152,10 @@ def check_batch(x, who: str, *, x_min=0.0, x_max=1.0) -> None:
                          "a single input needs a batch dimension: x[None]")
     if len(x) == 0:
         raise ValueError(f"{who}: x is an empty batch (shape {tuple(x.shape)}); pass at least one input")
+    if isinstance(x_min, (int, float)) and isinstance(x_max, (int, float)):
+        lo, hi = torch.aminmax(x)  # the common case in one pass; NaN and inf fail it and get the checks below
+        if bool((lo >= x_min - 1e-6) & (hi <= x_max + 1e-6)):
+            return
     bad = ~torch.isfinite(x)
     if bad.any():
         rows = bad.flatten(1).any(1).nonzero().flatten()

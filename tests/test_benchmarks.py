@@ -53,3 +53,13 @@ def test_blackbox_benchmark_runs():
     names = ("Sign-OPT", "HopSkipJump", "Boundary", "ZOO")
     assert all(f"\n{n}" in out.stdout for n in (*names, "OPT", "AutoZOOM"))
     assert "3. ART" in out.stdout and "batched / loop" in out.stdout and "speed-up" in out.stdout
+
+
+def test_defenses_benchmark_runs():
+    out = subprocess.run([sys.executable, "benchmarks/defenses.py", "--quick"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [ln.split() for ln in out.stdout.splitlines() if ln.strip()]
+    assert {"standard", "pgd", "trades", "sprout", "cat"} <= {r[0] for r in rows if len(r) == 4}
+    assert "torchrun 2 x 1 thread" in out.stdout and "1 process x 2 threads" in out.stdout
+    evals = {(r[0], r[1]) for r in rows if r[0].startswith("digits-")}
+    assert {("digits-mlp", "advlib"), ("digits-mlp", "torchattacks"), ("digits-cnn-pgd", "advlib")} <= evals

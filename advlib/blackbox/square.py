@@ -13,6 +13,7 @@ of radius ``eps``.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -40,14 +41,22 @@ def _loss(probs: torch.Tensor, y: torch.Tensor, targeted: bool, loss: str) -> to
     return ce if targeted else -ce
 
 
+@functools.lru_cache(maxsize=64)
+def _all_windows(s: int, h: int, w: int, device) -> torch.Tensor:
+    """The masks of every ``s x s`` window of an ``h x w`` image, ``(h - s + 1) (w - s + 1) x 1 x h x w``,
+    row-major by top-left corner."""
+    rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
+    r, c = torch.arange(h - s + 1, device=device), torch.arange(w - s + 1, device=device)
+    in_r = (rows[None] >= r[:, None]) & (rows[None] < r[:, None] + s)  # (h - s + 1) x h
+    in_c = (cols[None] >= c[:, None]) & (cols[None] < c[:, None] + s)  # (w - s + 1) x w
+    return (in_r[:, None, :, None] & in_c[None, :, None, :]).reshape(-1, 1, h, w)
+
+
 def _windows(m: int, s: int, h: int, w: int, gen, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``m`` random ``s x s`` windows of an ``h x w`` image: their masks ``m x 1 x h x w`` and corners."""
     r = torch.randint(0, h - s + 1, (m,), device=device, generator=gen)
     col = torch.randint(0, w - s + 1, (m,), device=device, generator=gen)
-    rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
-    mask = (((rows[None] >= r[:, None]) & (rows[None] < r[:, None] + s))[:, :, None]
-            & ((cols[None] >= col[:, None]) & (cols[None] < col[:, None] + s))[:, None, :])[:, None]
-    return mask, r, col
+    return _all_windows(s, h, w, torch.device(device))[r * (w - s + 1) + col], r, col
 
 
 def _linf_candidate(x0, xb, s, eps, gen):
@@ -55,9 +64,12 @@ def _linf_candidate(x0, xb, s, eps, gen):
     m, c, h, w = x0.shape
     window = _windows(m, s, h, w, gen, x0.device)[0]
     sign = 2 * torch.randint(0, 2, (m, c, 1, 1), device=x0.device, generator=gen) - 1
-    same = (torch.where(window, (x0 + eps * sign).clamp(0, 1), xb) == xb).flatten(1).all(1)
-    sign = torch.where(same.view(-1, 1, 1, 1), -sign, sign)  # a draw that changes nothing: the other sign
-    return torch.where(window, (x0 + eps * sign).clamp(0, 1), xb)
+    cand = torch.where(window, (x0 + eps * sign).clamp(0, 1), xb)
+    same = (cand - xb).abs().flatten(1).amax(1) == 0
+    if same.any():  # a draw that changes nothing: the other sign
+        flipped = torch.where(window, (x0 - eps * sign).clamp(0, 1), xb)
+        cand = torch.where(same.view(-1, 1, 1, 1), flipped, cand)
+    return cand
 
 
 def _pseudo_gaussian(rows: int, cols: int, device) -> torch.Tensor:
@@ -179,23 +191,30 @@ def square(blackbox, x: torch.Tensor, y: torch.Tensor, *, eps, queries: int = 10
         done[ids] = hit = adversarial(p.argmax(1), y[ids], targeted)
         log.record(ids, x_best[ids], hit)
     smallest, propose = (1, _linf_candidate) if norm == "linf" else (3, _l2_candidate)
-    i = 0
+    i, ids = 0, None
     while True:
-        ids = (~done & (log.remaining().to(x.device) >= 1)).nonzero().squeeze(1)
-        if len(ids) == 0:
-            break
+        # the examples still running, gathered again only when one stops (a success, or no query left);
+        # meanwhile their iterates live in the compact xb, lb
+        if ids is None:
+            ids = (~done & (log.remaining().to(x.device) >= 1)).nonzero().squeeze(1)
+            if len(ids) == 0:
+                break
+            x0, y0, xb, lb = x[ids], y[ids], x_best[ids], best[ids]
+            left = int(log.remaining(ids).min())
         s = min(max(round(math.sqrt(p_schedule(p_init, i, queries) * h * w)), smallest), h - 1, w - 1)
         if norm == "l2" and s % 2 == 0:
             s = s + 1 if s + 1 < min(h, w) else s - 1
-        xb = x_best[ids]
-        cand = propose(x[ids], xb, s, eps, gen)
+        cand = propose(x0, xb, s, eps, gen)
         p = blackbox.scores(cand, ids)
-        new = _loss(p, y[ids], targeted, loss)
-        hit = adversarial(p.argmax(1), y[ids], targeted)
-        better = (new < best[ids]) | hit
-        x_best[ids] = torch.where(better.view(-1, 1, 1, 1), cand, xb)
-        best[ids] = torch.where(better, new, best[ids])
-        log.record(ids, x_best[ids], hit)
-        done[ids] = hit
+        new = _loss(p, y0, targeted, loss)
+        hit = adversarial(p.argmax(1), y0, targeted)
+        better = (new < lb) | hit
+        xb = torch.where(better.view(-1, 1, 1, 1), cand, xb)
+        lb = torch.where(better, new, lb)
+        log.record(ids, xb, hit)
+        left -= 1
         i += 1
+        if hit.any() or left < 1:  # write back; the next iteration gathers the examples still running
+            x_best[ids], best[ids], done[ids] = xb, lb, hit
+            ids = None
     return x_best

@@ -13,8 +13,19 @@ Registered here: ``"pgd"`` (Madry et al., 2018), ``"trades"`` (Zhang et al., 201
 Input-transformation defenses (feature squeezing, spatial smoothing, random resize-and-pad) and the
 adaptive attacks that break them (BPDA, and EOT from :func:`advlib.attacks.eot_pgd`) are in
 ``transforms``.
+
+A defense is measured with :func:`evaluate`, an AutoAttack-style ensemble (Croce & Hein, 2020):
+APGD-CE, APGD-T with the targeted DLR loss, FAB-T and the score-based Square, each run on the points
+still standing, the per-point worst case kept::
+
+    ev = advlib.defenses.evaluate(model, x, y, eps=0.1)
+    ev.robust_accuracy, ev.per_attack, ev.masking
+    print(ev.table())
 """
+from .apgd import apgd, apgd_targeted, checkpoints, dlr_loss, dlr_targeted_loss, halve_step, top_targets
 from .cat import CatState, cat_training
+from .evaluate import AttackResult, Evaluation, Report, evaluate, report
+from .fab import fab_targeted, project_boundary
 from .hrs import HRS, hrs_cnn, hrs_train
 from .recipes import ibp_training, pgd_training
 from .sprout import SproutState, sprout_labels, sprout_training
@@ -33,5 +44,7 @@ from .transforms import (
 __all__ = ["pgd_training", "ibp_training", "trades_training", "trades_loss", "sprout_training", "sprout_labels",
            "SproutState", "cat_training", "CatState"]
 __all__ += ["HRS", "hrs_cnn", "hrs_train"]
+__all__ += ["evaluate", "report", "Evaluation", "Report", "AttackResult", "apgd", "apgd_targeted", "top_targets",
+            "checkpoints", "halve_step", "dlr_loss", "dlr_targeted_loss", "fab_targeted", "project_boundary"]
 __all__ += ["bit_depth", "soft_bit_depth", "median_smooth", "spatial_smooth", "random_resize_pad", "bpda",
             "Transformed", "FeatureSqueezing"]
