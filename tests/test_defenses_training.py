@@ -14,7 +14,6 @@ import advlib
 from advlib import zoo
 from advlib.defenses import cat_training, sprout_labels, sprout_training, trades_loss, trades_training
 from advlib.models import build
-from advlib.threat import lp_norm
 from advlib.train import RECIPES, fit, recipe, soft_cross_entropy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +43,8 @@ def test_the_recipes_are_registered_and_the_zoo_names_only_registered_ones():
 def test_trades_at_beta_zero_is_standard_training(small_train):
     a, b = _mlp(), _mlp()
     h_std = fit(a, small_train, epochs=2, batch_size=64, progress=False)
-    h_tr = fit(b, small_train, epochs=2, batch_size=64, recipe=trades_training(eps=0.1, beta=0.0, steps=3), progress=False)
+    r = trades_training(eps=0.1, beta=0.0, steps=3)
+    h_tr = fit(b, small_train, epochs=2, batch_size=64, recipe=r, progress=False)
     assert h_std["loss"] == pytest.approx(h_tr["loss"], abs=1e-6)
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
