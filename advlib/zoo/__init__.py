@@ -129,6 +129,16 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
     Entry("cifar10-resnet", 1, "cifar10", "resnet", {"in_shape": (3, 32, 32), "blocks_per_stage": 3},
           epochs=40, lr=0.1, batch_size=128, weight_decay=5e-4, optimizer="sgd", augment="crop-flip",
           description="ResNet-20 on CIFAR-10 (random crops and flips)"),
+    # CIFAR-10 defenses at the literature's L-inf eps 8/255, with crops and flips (PGD training through its
+    # loss hook, which the ramp selects, so that the augmentation hook stays free)
+    Entry("cifar10-resnet-pgd", 1, "cifar10", "resnet", {"in_shape": (3, 32, 32), "blocks_per_stage": 3},
+          epochs=40, lr=0.1, batch_size=128, weight_decay=5e-4, optimizer="sgd", augment="crop-flip",
+          robust="pgd", robust_kwargs={"eps": 8 / 255, "steps": 7, "ramp": 0.1},
+          description="cifar10-resnet trained on PGD-7 examples (L-inf, eps 8/255; Madry et al. 2018)"),
+    Entry("cifar10-resnet-trades", 1, "cifar10", "resnet", {"in_shape": (3, 32, 32), "blocks_per_stage": 3},
+          epochs=40, lr=0.1, batch_size=128, weight_decay=5e-4, optimizer="sgd", augment="crop-flip",
+          robust="trades", robust_kwargs={"eps": 8 / 255, "beta": 6.0, "steps": 10},
+          description="cifar10-resnet trained with TRADES (L-inf, eps 8/255, beta 6; Zhang et al. 2019)"),
 ]}
 
 
