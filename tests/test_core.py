@@ -31,12 +31,21 @@ def test_profiles_name_real_data_and_models(name):
     assert all(zoo.ENTRIES[m].dataset == p.dataset for m in p.models)
     assert list(p.eps_grid) == sorted(p.eps_grid) and p.eps_grid[0] == 0
     assert p.n_eval > 0 and p.attack_steps > 0 and p.batch_size > 0
+    # Part 4's defenses: the standard model is the profile's CNN, the others name their own recipe
+    assert p.defense_models["standard"] == p.models[0]
+    for method, m in p.defense_models.items():
+        e = zoo.ENTRIES[m]
+        assert e.dataset == p.dataset and e.arch == zoo.ENTRIES[p.models[0]].arch, m
+        assert e.robust == ("" if method == "standard" else method), m
+        if e.robust in ("pgd", "trades"):
+            assert e.robust_kwargs["eps"] == p.defense_eps, m
 
 
 def test_fast_profile_needs_nothing_downloaded():
     p = advlib.PROFILES["fast"]
     assert data.SPECS[p.dataset].offline and data.SPECS[p.series].offline
     assert all(zoo.ENTRIES[m].shipped for m in p.models)
+    assert all(zoo.ENTRIES[m].shipped for m in p.defense_models.values())
 
 
 def test_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
