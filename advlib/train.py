@@ -108,10 +108,14 @@ def fit(model: nn.Module, train, test=None, *, epochs: int, lr: float = 1e-3, ba
             x, y = x_all[idx], y_all[idx]
             if perturb is not None:
                 x = perturb(net, x, y)
-            logits = net(x)
             done = (epoch * steps_per_epoch + i // batch_size) / (epochs * steps_per_epoch)
-            value = (F.cross_entropy(logits, y) if loss is None
-                     else loss(net, x, y, done, index=idx) if indexed else loss(net, x, y, done))
+            if loss is None:
+                logits = net(x)
+                value = F.cross_entropy(logits, y)
+            else:  # the hook makes its own forward passes; these logits only count the training accuracy
+                with torch.no_grad():
+                    logits = net(x)
+                value = loss(net, x, y, done, index=idx) if indexed else loss(net, x, y, done)
             opt.zero_grad(set_to_none=True)
             (value * (len(idx) * world / len(batch))).backward()  # DDP averages: the mini-batch's mean
             opt.step()
