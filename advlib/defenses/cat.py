@@ -5,9 +5,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..attacks import pgd
 from ..threat import check_budget, check_count, parse_norm
 from ..train import Recipe, distributed, register_recipe, soft_cross_entropy
+from .recipes import pgd_in_eval
 
 __all__ = ["cat_training", "CatState"]
 
@@ -58,10 +58,7 @@ def cat_training(eps_max: float, eta: float | None = None, c: float | None = Non
             dist.all_reduce(n, op=dist.ReduceOp.MAX)
         state.grow(int(n))
         eps_i = state.eps[index.cpu()].to(x.device)
-        model.eval()
-        x_adv = pgd(model, x, y, eps=eps_i, steps=steps, norm=norm)
-        model.train()
-        logits = model(x_adv)
+        logits = model(pgd_in_eval(model, x, y, eps=eps_i, steps=steps, norm=norm))
         k = logits.shape[1]
         smooth = (c * eps_i)[:, None]
         u = torch.distributions.Dirichlet(torch.ones(len(x), k, device=x.device)).sample()

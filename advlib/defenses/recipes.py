@@ -13,6 +13,17 @@ from ..verify import ibp_loss
 __all__ = ["pgd_training", "ibp_training"]
 
 
+def pgd_in_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **pgd_args) -> torch.Tensor:
+    """:func:`advlib.attacks.pgd` on a model in training, run in eval mode (batch-norm statistics and
+    dropout untouched by the attack) and the model's mode restored: the inner maximum of every
+    adversarial-training recipe."""
+    was_training = model.training
+    model.eval()
+    x_adv = pgd(model, x, y, **pgd_args)
+    model.train(was_training)
+    return x_adv
+
+
 @register_recipe("pgd")
 def pgd_training(eps: float, steps: int = 10, norm: str = "linf", ramp: float = 0.0) -> Recipe:
     """Adversarial training (Madry et al., 2018, eq. 2.1): minimise the loss on PGD examples,
@@ -27,11 +38,7 @@ def pgd_training(eps: float, steps: int = 10, norm: str = "linf", ramp: float = 
         raise ValueError(f"pgd_training: ramp is a fraction of training in [0, 1], got {ramp}")
 
     def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, radius: float) -> torch.Tensor:
-        was_training = model.training
-        model.eval()
-        x_adv = pgd(model, x, y, eps=radius, steps=steps, norm=norm) if radius > 0 else x
-        model.train(was_training)
-        return x_adv
+        return pgd_in_eval(model, x, y, eps=radius, steps=steps, norm=norm) if radius > 0 else x
 
     if ramp == 0:
         return Recipe("pgd", perturb=lambda model, x, y: attack(model, x, y, eps))
