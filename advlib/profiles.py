@@ -79,6 +79,14 @@ class Profile:
     eval_steps: int = 100
     #: ... queries per point of its score-based member, Square (AutoAttack uses 5,000)
     square_queries: int = 5_000
+    #: Part 1b / 4b (training-phase threats): the 28x28 data set of the Trojan population (clean and Trojan
+    #: models for the detectors, :func:`advlib.backdoor.population`)
+    backdoor_dataset: str = "digits28"
+    #: ... sizes of the trusted sets of the sanitisation table (the lecture's 2,500 ... 50 on CIFAR-10,
+    #: scaled to the 1,297 training digits)
+    trusted_sizes: tuple[int, ...] = (500, 200, 100, 50, 20)
+    #: ... how many clean and how many Trojan models of each population split a lecture uses (all: 12)
+    population_limit: int = 12
     #: the seed every lecture starts from
     seed: int = 0
     #: "standard" (the profile's own budgets) or a key of :data:`SIZES` that capped them
@@ -128,6 +136,8 @@ PROFILES: dict[str, Profile] = {
         defense_models={"standard": "mnist-cnn", "pgd": "mnist-cnn-pgd", "trades": "mnist-cnn-trades",
                         "sprout": "mnist-cnn-sprout", "cat": "mnist-cnn-cat"},
         defense_eps=0.3,
+        backdoor_dataset="mnist",
+        trusted_sizes=(2_500, 1_000, 500, 250, 50),
     ),
 }
 
@@ -148,6 +158,7 @@ SIZES: dict[str, dict[str, int]] = {
         "zoo_queries": 4_000,
         "eval_steps": 20,
         "square_queries": 500,
+        "population_limit": 2,
     },
 }
 

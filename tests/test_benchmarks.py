@@ -63,3 +63,12 @@ def test_defenses_benchmark_runs():
     assert "torchrun 2 x 1 thread" in out.stdout and "1 process x 2 threads" in out.stdout
     evals = {(r[0], r[1]) for r in rows if r[0].startswith("digits-")}
     assert {("digits-mlp", "advlib"), ("digits-mlp", "torchattacks"), ("digits-cnn-pgd", "advlib")} <= evals
+
+
+def test_backdoor_benchmark_runs():
+    out = subprocess.run([sys.executable, "benchmarks/backdoor.py", "--quick"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [ln.split() for ln in out.stdout.splitlines() if ln.startswith(("DL-TND", "Neural", "DF-TND"))]
+    detectors = {" ".join(r[:2]) if r[0] == "Neural" else r[0] for r in rows}
+    assert {"DL-TND", "Neural Cleanse", "DF-TND"} <= detectors
+    assert any("the batched DL-TND's time" in ln for ln in out.stdout.splitlines())

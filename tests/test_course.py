@@ -69,11 +69,12 @@ def test_taxonomy_figure_draws_and_marks_the_parts_being_written():
 
 
 def test_course_map_is_computed_from_modules_and_lectures(tmp_path):
-    for name in ("00_introduction.md", "01_a.md", "03_c.md", "40_d.md", "notes.md"):
+    for name in ("00_introduction.md", "01_a.md", "03_c.md", "04_p.md", "40_d.md", "notes.md"):
         (tmp_path / name).write_text("")
     evasion, training, verification = (next(p for p in intro.PARTS if p.topic == t)
                                        for t in ("Evasion attacks", "Training-phase attacks", "Verification"))
     assert intro.lectures_of(evasion, tmp_path) == ["01_a", "03_c"]  # 00 is the introduction, not part 1
+    assert intro.lectures_of(training, tmp_path) == ["04_p"]  # Part 1's training-phase block is lecture 04
     assert intro.lectures_of(verification, tmp_path) == ["40_d"]
     assert intro.is_written(evasion, tmp_path) and intro.is_written(verification, tmp_path)
     empty = tmp_path / "empty"

@@ -56,7 +56,7 @@ def test_toy_size_caps_budgets_and_keeps_what_runs():
     full, toy = advlib.PROFILES["full"], advlib.profile("full", "toy")
     assert (toy.name, toy.size, full.size) == ("full", "toy", "standard")
     for f in ("dataset", "models", "robust_models", "series", "eps_grid", "seed", "blackbox_dataset", "blackbox_models",
-              "query_budgets", "defense_models", "defense_eps"):
+              "query_budgets", "defense_models", "defense_eps", "backdoor_dataset", "trusted_sizes"):
         assert getattr(toy, f) == getattr(full, f), f
     for f, cap in SIZES["toy"].items():
         assert getattr(toy, f) == min(cap, getattr(full, f)) < getattr(full, f), f
@@ -188,6 +188,14 @@ def full_toy_env(toy_data, tmp_path_factory):
         run = subprocess.run([sys.executable, "-m", "advlib.zoo", "train", name], cwd=REPO,
                              env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, f"python -m advlib.zoo train {name} failed:\n{run.stderr[-3000:]}"
+    # the Trojan population of the full profile (MNIST), as few members as the toy size uses, and
+    # the detectors' records of it: the project's own commands, as an instructor runs them
+    limit = str(FULL_TOY.population_limit)
+    for command in ("population", "detect"):
+        run = subprocess.run([sys.executable, "-m", "advlib.backdoor", command, "--dataset", FULL_TOY.backdoor_dataset,
+                              "--limit", limit], cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True,
+                             timeout=900)
+        assert run.returncode == 0, f"python -m advlib.backdoor {command} failed:\n{run.stderr[-3000:]}"
     return env
 
 
@@ -195,7 +203,10 @@ def test_full_profile_entries_are_trained_into_the_cache(full_toy_env, monkeypat
     for k, v in full_toy_env.items():
         monkeypatch.setenv(k, v)
     cache = Path(full_toy_env["ADVLIB_ZOO"])
-    assert sorted(p.name for p in cache.iterdir()) == sorted(zoo.ENTRIES[n].filename for n in ZOO_NAMES)
+    assert sorted(p.name for p in cache.iterdir() if p.is_file()) == sorted(zoo.ENTRIES[n].filename for n in ZOO_NAMES)
+    members = advlib.backdoor.population("all", FULL_TOY.backdoor_dataset, FULL_TOY.population_limit)
+    assert sorted(p.name for p in (cache / f"population-{FULL_TOY.backdoor_dataset}").glob("*.safetensors")) == \
+        sorted(m.filename for m in members)
     test = data.load("mnist", "test")
     for name in ZOO_NAMES:
         model = zoo.load(name, "cpu", train_if_missing=False)

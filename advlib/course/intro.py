@@ -124,6 +124,9 @@ class Part:
     topic: str
     covers: str
     module: str
+    #: the lecture numbers of this block when it shares its part with another (e.g. Part 1's
+    #: training-phase attacks are lecture 04); empty: the part's other lectures
+    numbers: tuple[int, ...] = ()
 
 
 #: The course map of the lecture's "holistic view", in the order the course takes it. Whether a
@@ -131,7 +134,7 @@ class Part:
 PARTS = (
     Part(1, "Evasion attacks", "white-box attacks (FGSM, PGD, C&W, EAD, L0); universal, ensemble and physical "
          "perturbations", "advlib.attacks"),
-    Part(1, "Training-phase attacks", "data poisoning and backdoors", "advlib.attacks.poisoning"),
+    Part(1, "Training-phase attacks", "data poisoning and backdoors", "advlib.backdoor", (4,)),
     Part(2, "Black-box attacks", "zeroth-order optimisation; ZOO, AutoZOOM, NES, Bandits, OPT, Sign-OPT, Boundary, "
          "transfer", "advlib.blackbox"),
     Part(3, "Model reprogramming", "AR, BAR, V2S", "advlib.reprogram"),
@@ -156,9 +159,12 @@ def exists(module: str) -> bool:
 
 def lectures_of(part: Part, folder: Path = LECTURES) -> list[str]:
     """The lectures of a part in ``folder``: part k is numbered 10 (k - 1) to 10 (k - 1) + 9 (00 is
-    this introduction), e.g. ``40_certification`` is in part 5."""
+    this introduction), e.g. ``40_certification`` is in part 5; a block with ``numbers`` takes those
+    lectures of its part, and the part's other block the rest."""
     found = sorted(folder.glob(f"{part.number - 1}[0-9]_*.md")) if folder.is_dir() else []
-    return [f.stem for f in found if f.stem[:2] != "00"]
+    claimed = {n for p in PARTS if p.number == part.number and p is not part for n in p.numbers}
+    return [f.stem for f in found if f.stem[:2] != "00"
+            and (int(f.stem[:2]) in part.numbers if part.numbers else int(f.stem[:2]) not in claimed)]
 
 
 def is_written(part: Part, folder: Path = LECTURES) -> bool:
