@@ -128,7 +128,7 @@ class Path(nn.Module):
     """A quadratic Bézier path ``phi_theta(t)`` (eq. (1)) between two models of one architecture.
 
     The endpoints ``w1``, ``w2`` are frozen copies of the two models' parameters; the control point
-    ``theta`` (trainable, :attr:`theta`) starts at their midpoint ``(w1 + w2) / 2``, where the path is
+    ``theta`` (trainable, the attribute ``theta``) starts at their midpoint ``(w1 + w2) / 2``, where the path is
     the straight line. ``path(x, t)`` is the forward pass of the model at ``phi_theta(t)``, computed
     with :func:`torch.func.functional_call` so that the loss back-propagates into ``theta``;
     :meth:`model` returns an ordinary module (eval mode) with the weights ``phi_theta(t)``. Buffers
