@@ -15,5 +15,5 @@ from .profiles import PROFILES, Profile, profile
 from .runtime import device, seed_everything
 
 __version__ = "0.1.0"
-__all__ = ["PROFILES", "Profile", "profile", "device", "seed_everything", "threat", "attacks", "backdoor", "blackbox", "zo",
-           "data", "defenses", "models", "train", "verify", "zoo", "__version__"]
+__all__ = ["PROFILES", "Profile", "profile", "device", "seed_everything", "threat", "attacks", "backdoor", "blackbox",
+           "zo", "data", "defenses", "models", "train", "verify", "zoo", "__version__"]

@@ -255,9 +255,9 @@ def choose_t(path: Path, trusted, *, prior: float = 0.9, tolerance: float = 0.02
     accuracy along the path. The prior says where the suspect's weights have faded enough: with the
     suspect at ``t = 0`` and its fine-tuned copy at ``t = 1``, near the fine-tuned end (default 0.9,
     set on the development split of the population, where 0.8 left the attack success rate close to
-    5 %; the lecture's table uses t = 0.1 of its own, longer paths); with a suspect at each end, the middle (``prior=0.5``). The
-    accuracy guard moves ``t`` back toward the suspect when the far end of the path is broken (e.g.
-    a fine-tuning that diverged)."""
+    5 %; the lecture's table uses t = 0.1 of its own, longer paths); with a suspect at each end, the
+    middle (``prior=0.5``). The accuracy guard moves ``t`` back toward the suspect when the far end
+    of the path is broken (e.g. a fine-tuning that diverged)."""
     prior = _check_t(prior, "choose_t", "prior")
     tolerance = check_budget(tolerance, "choose_t", name="tolerance")
     curve = path.curve(trusted, ts)
