@@ -32,17 +32,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..threat import check_budget, check_count, require_eval
+from ..threat import check_budget, check_count, margin, require_eval
 from ._common import Counted, Detection, take_per_class
 from .cleanse import mad_anomaly
 from .poison import Trigger
 
 __all__ = ["dl_tnd", "df_tnd", "masked_perturbations", "calibrate", "high_anomaly"]
-
-
-def _margin(z: torch.Tensor, t: torch.Tensor, kappa: float) -> torch.Tensor:
-    zt = z.gather(1, t[:, None])[:, 0]
-    return (z.scatter(1, t[:, None], -torch.inf).amax(1) - zt).clamp(min=-kappa)
 
 
 def masked_perturbations(model: nn.Module, x: torch.Tensor, t: torch.Tensor, group: torch.Tensor, *, steps: int,
@@ -61,7 +56,7 @@ def masked_perturbations(model: nn.Module, x: torch.Tensor, t: torch.Tensor, gro
     for _ in tqdm(range(steps), desc="masks", disable=not progress, leave=False):
         m, p = (torch.tanh(a) + 1) / 2, (torch.tanh(b) + 1) / 2
         z = model((1 - m[group]) * x + m[group] * p[group])
-        obj = (_margin(z, t, kappa) / count[group]).sum() + lam * m.sum()
+        obj = (margin(z, t, targeted=True, kappa=kappa) / count[group]).sum() + lam * m.sum()
         opt.zero_grad(set_to_none=True)
         obj.backward()
         opt.step()
