@@ -13,16 +13,17 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["Normalize", "ResidualBlock", "mlp", "small_cnn", "resnet", "build", "ARCHITECTURES"]
+__all__ = ["Normalize", "ResidualBlock", "mlp", "small_cnn", "cnn1d", "resnet", "build", "ARCHITECTURES"]
 
 
 class Normalize(nn.Module):
-    """``(x - mean) / std`` per channel: an affine layer, so certificates pass straight through it."""
+    """``(x - mean) / std`` per channel: an affine layer, so certificates pass straight through it.
+    ``spatial`` is the number of axes after the channel axis (2 for images ``C x H x W``, 1 for series)."""
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+    def __init__(self, mean: Sequence[float], std: Sequence[float], spatial: int = 2):
         super().__init__()
-        mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
-        std_t = torch.as_tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
+        mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(-1, *[1] * spatial)
+        std_t = torch.as_tensor(std, dtype=torch.float32).reshape(-1, *[1] * spatial)
         if (std_t <= 0).any():
             raise ValueError(f"Normalize needs positive std, got {list(std)}")
         self.register_buffer("mean", mean_t)
@@ -56,7 +57,7 @@ class ResidualBlock(nn.Module):
 
 def _norm(in_shape, mean, std) -> Normalize:
     c = in_shape[0]
-    return Normalize([0.0] * c if mean is None else mean, [1.0] * c if std is None else std)
+    return Normalize([0.0] * c if mean is None else mean, [1.0] * c if std is None else std, len(in_shape) - 1)
 
 
 def mlp(in_shape=(1, 8, 8), hidden: Sequence[int] = (100, 100), n_classes: int = 10,
@@ -91,6 +92,19 @@ def small_cnn(in_shape=(1, 8, 8), channels: Sequence[int] = (16, 32), strides: S
     return nn.Sequential(*layers)
 
 
+def cnn1d(in_shape=(1, 320), channels: Sequence[int] = (16, 32, 64), kernel: int = 5, hidden: int = 64,
+          n_classes: int = 10, mean=None, std=None) -> nn.Sequential:
+    """A 1-D convolutional network for series ``C x L``: conv-ReLU layers (``kernel`` at stride 2), global
+    average pooling over time and an MLP head: the frozen source model of V2S-style reprogramming."""
+    layers: list[nn.Module] = [_norm(in_shape, mean, std)]
+    c = in_shape[0]
+    for c_out in channels:
+        layers += [nn.Conv1d(c, c_out, kernel, 2, kernel // 2), nn.ReLU()]
+        c = c_out
+    layers += [nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(c, hidden), nn.ReLU(), nn.Linear(hidden, n_classes)]
+    return nn.Sequential(*layers)
+
+
 def resnet(in_shape=(3, 32, 32), widths: Sequence[int] = (16, 32, 64), blocks_per_stage: int = 1,
            n_classes: int = 10, mean=None, std=None) -> nn.Sequential:
     """A small CIFAR ResNet: a 3x3 stem, stages of basic blocks (stride 2 between stages),
@@ -107,7 +121,7 @@ def resnet(in_shape=(3, 32, 32), widths: Sequence[int] = (16, 32, 64), blocks_pe
     return nn.Sequential(*layers)
 
 
-ARCHITECTURES = {"mlp": mlp, "cnn": small_cnn, "resnet": resnet}
+ARCHITECTURES = {"mlp": mlp, "cnn": small_cnn, "cnn1d": cnn1d, "resnet": resnet}
 
 
 def build(arch: str, **kwargs) -> nn.Sequential:

@@ -87,6 +87,14 @@ class Profile:
     trusted_sizes: tuple[int, ...] = (500, 200, 100, 50, 20)
     #: ... how many clean and how many Trojan models of each population split a lecture uses (all: 12)
     population_limit: int = 12
+    #: Part 3 (reprogramming): the frozen image classifier the breast-cancer task is reprogrammed into
+    reprogram_source: str = "digits-cnn"
+    #: ... the frozen 1-D source model of V2S (MNIST-1D generates offline in every profile)
+    series_source: str = "mnist1d-cnn"
+    #: ... training examples per class of the data-limited target tasks
+    reprogram_shots: int = 10
+    #: ... epochs of every reprogramming and training-from-scratch run (V2S: Adam lr 0.05, batches of 32)
+    reprogram_epochs: int = 200
     #: the seed every lecture starts from
     seed: int = 0
     #: "standard" (the profile's own budgets) or a key of :data:`SIZES` that capped them
@@ -138,6 +146,7 @@ PROFILES: dict[str, Profile] = {
         defense_eps=0.3,
         backdoor_dataset="mnist",
         trusted_sizes=(2_500, 1_000, 500, 250, 50),
+        reprogram_source="mnist-cnn",
     ),
 }
 
@@ -159,6 +168,7 @@ SIZES: dict[str, dict[str, int]] = {
         "eval_steps": 20,
         "square_queries": 500,
         "population_limit": 2,
+        "reprogram_epochs": 20,
     },
 }
 

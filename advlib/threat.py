@@ -21,6 +21,7 @@ live here and nowhere else:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from torch import nn
 
 __all__ = ["NORMS", "MEMORY_BUDGET", "parse_norm", "order", "dual_order", "lp_norm", "dual_norm", "project",
            "clip_box", "per_example", "margin", "check_batch", "check_labels", "check_budget", "check_count",
-           "check_input_shape", "check_model_input", "check_inputs", "require_eval", "n_classes", "chunks"]
+           "check_input_shape", "check_model_input", "check_inputs", "require_eval", "frozen", "n_classes", "chunks"]
 
 #: the threat models of the course, by name
 NORMS = ("linf", "l2", "l1")
@@ -220,6 +221,20 @@ def require_eval(model: nn.Module, who: str = "this function") -> None:
         warnings.warn(f"{who} got a model in train mode; switching it to eval mode (call model.eval() "
                       "yourself to silence this).", stacklevel=3)
         model.eval()
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module):
+    """Inside the block no parameter of ``model`` requires grad (each flag is restored after): a loss
+    differentiates through the model to its input only, and the model's ``.grad`` stays untouched."""
+    flags = [q.requires_grad for q in model.parameters()]
+    for q in model.parameters():
+        q.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for q, f in zip(model.parameters(), flags):
+            q.requires_grad_(f)
 
 
 def check_input_shape(model: nn.Module, x: torch.Tensor, who: str) -> None:

@@ -25,7 +25,8 @@ import torch
 
 import advlib
 from advlib.backdoor import calibrate, detections, df_tnd, dl_tnd, neural_cleanse, population, take_per_class
-from advlib.backdoor.tnd import _frozen, _restore, masked_perturbations
+from advlib.backdoor.tnd import masked_perturbations
+from advlib.threat import frozen
 
 warnings.filterwarnings("ignore")
 
@@ -33,16 +34,13 @@ warnings.filterwarnings("ignore")
 def dl_tnd_label_loop(model, data, steps: int = 300, lam: float = 0.02, kappa: float = 5.0, lr: float = 0.1):
     """DL-TND's optimisation, one label at a time (universal + per-sample perturbations of that label)."""
     x, y = take_per_class(data, 1, 10, "loop")
-    flags = _frozen(model)
-    try:
+    with frozen(model):
         for c in range(10):
             xs = x[y != c]
             n = len(xs)
             group = torch.cat([torch.zeros(n, dtype=torch.long), 1 + torch.arange(n)])
             masked_perturbations(model, xs.repeat(2, 1, 1, 1), torch.full((2 * n,), c), group, steps=steps,
                                  lam=lam, kappa=kappa, lr=lr)
-    finally:
-        _restore(model, flags)
 
 
 def main() -> None:

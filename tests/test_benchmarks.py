@@ -72,3 +72,18 @@ def test_backdoor_benchmark_runs():
     detectors = {" ".join(r[:2]) if r[0] == "Neural" else r[0] for r in rows}
     assert {"DL-TND", "Neural Cleanse", "DF-TND"} <= detectors
     assert any("the batched DL-TND's time" in ln for ln in out.stdout.splitlines())
+
+
+def test_reprogram_benchmark_runs():
+    out = subprocess.run([sys.executable, "benchmarks/reprogram.py", "--quick"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    step = [ln for ln in lines if ln.startswith("BAR step")]
+    assert step and all("(batched) =" in ln for ln in step)
+    for ln in step:  # the batched estimate and the loop make the same queries
+        counts = ln.split("queries per step")[1].replace("(batched)", "").replace("(loop)", "").split("=")
+        assert int(counts[0]) == int(counts[1]) > 0
+    assert any(ln.startswith("AR epoch") for ln in lines)
+    dtw = [ln for ln in lines if ln.startswith("1-NN DTW")]
+    assert dtw and ("pyts not installed" in dtw[0] or dtw[0].split("accuracy")[1].split()[0]
+                    == dtw[0].split("vs")[-1].split()[0])

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..threat import check_budget, check_count, check_input_shape, check_model_input, chunks, require_eval
+from ..threat import check_budget, check_count, check_input_shape, check_model_input, chunks, frozen, require_eval
 from ._common import Counted, Detection, take_per_class
 from .poison import Trigger
 
@@ -161,10 +161,7 @@ def neural_cleanse(model: nn.Module, data, *, per_class: int = 1, steps: int = 3
     best_m, best_p = torch.zeros((k, 1, h, w), device=dev), torch.zeros((k, c, h, w), device=dev)
     best_l1 = torch.full((k,), torch.inf, device=dev)
 
-    flags = [q.requires_grad for q in model.parameters()]
-    try:
-        for q in model.parameters():
-            q.requires_grad_(False)
+    with frozen(model):
         for _ in tqdm(range(steps), desc=who, disable=not progress, leave=False):
             opt.zero_grad()
             hits = []
@@ -183,9 +180,6 @@ def neural_cleanse(model: nn.Module, data, *, per_class: int = 1, steps: int = 3
             opt.step()
             cost, above, below = cost_schedule(cost, torch.cat(hits), above, below, patience=patience,
                                                up=cost_up, down=cost_down)
-    finally:
-        for q, f in zip(model.parameters(), flags):
-            q.requires_grad_(f)
 
     with torch.no_grad():
         never = torch.isinf(best_l1)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..threat import check_budget, check_count, margin, require_eval
+from ..threat import check_budget, check_count, frozen, margin, require_eval
 from ._common import Counted, Detection, take_per_class
 from .cleanse import mad_anomaly
 from .poison import Trigger
@@ -64,18 +64,6 @@ def masked_perturbations(model: nn.Module, x: torch.Tensor, t: torch.Tensor, gro
         m, p = (torch.tanh(a) + 1) / 2, (torch.tanh(b) + 1) / 2
         z = model((1 - m[group]) * x + m[group] * p[group])
     return m, p, z
-
-
-def _frozen(model: nn.Module):
-    flags = [q.requires_grad for q in model.parameters()]
-    for q in model.parameters():
-        q.requires_grad_(False)
-    return flags
-
-
-def _restore(model: nn.Module, flags) -> None:
-    for q, f in zip(model.parameters(), flags):
-        q.requires_grad_(f)
 
 
 def dl_tnd(model: nn.Module, data, *, per_class: int = 1, threshold: float = 0.75, steps: int = 300,
@@ -111,13 +99,10 @@ def dl_tnd(model: nn.Module, data, *, per_class: int = 1, threshold: float = 0.7
     if len(torch.unique(t)) < k:
         raise ValueError("dl_tnd: every label needs at least one sample of another class; pass samples of >= 2 classes")
     n = len(t)
-    flags = _frozen(model)
-    try:  # rows 0..n-1 share the universal perturbation of their label, rows n..2n-1 have their own
+    with frozen(model):  # rows 0..n-1 share the universal perturbation of their label, rows n..2n-1 have their own
         group = torch.cat([t, k + torch.arange(n, device=dev)])
         m, p, z = masked_perturbations(counted, x[i].repeat(2, 1, 1, 1), t.repeat(2), group, steps=steps,
                                        lam=lam, kappa=kappa, lr=lr, progress=progress)
-    finally:
-        _restore(model, flags)
     cos = F.cosine_similarity(z[:n], z[n:], dim=1)
     stat = torch.stack([cos[t == c].quantile(quantile) for c in range(k)]).cpu()
     target = int(stat.argmax())
@@ -160,8 +145,7 @@ def df_tnd(model: nn.Module, shape=None, *, n_inputs: int = 5, threshold: float 
     neuron = torch.arange(n_neurons, device=dev).repeat(n_inputs)
     a = torch.full((len(x), 1, *shape[1:]), -2.0, device=dev, requires_grad=True)
     b = torch.zeros((len(x), *shape), device=dev, requires_grad=True)
-    flags = _frozen(model)
-    try:
+    with frozen(model):
         opt = torch.optim.Adam([a, b], lr=lr)
         for _ in tqdm(range(steps), desc="DF-TND", disable=not progress, leave=False):
             m, p = (torch.tanh(a) + 1) / 2, (torch.tanh(b) + 1) / 2
@@ -173,8 +157,6 @@ def df_tnd(model: nn.Module, shape=None, *, n_inputs: int = 5, threshold: float 
             opt.zero_grad(set_to_none=True)
             obj.backward()
             opt.step()
-    finally:
-        _restore(model, flags)
     with torch.no_grad():
         m, p = (torch.tanh(a) + 1) / 2, (torch.tanh(b) + 1) / 2
         rise = counted((1 - m) * x + m * p) - counted(x)  # logit increase, rows x labels

@@ -107,12 +107,13 @@ class BlackBox:
     label: Boundary, OPT, Sign-OPT). Every input answered is a query: ``queries`` counts them all.
     ``budget`` caps that total, ``per_example`` caps the queries of one example within an attack run
     (:meth:`start`); a query past either raises :class:`QueryBudgetExceeded`. Inputs must lie in
-    ``[0, 1]``; answers are computed without autograd and an input with ``requires_grad`` is refused:
+    ``bounds`` (images: ``[0, 1]``; ``None`` for series, which only have to be finite); answers are
+    computed without autograd and an input with ``requires_grad`` is refused:
     a black box gives no gradients, so an attack written against it cannot use one.
     """
 
     def __init__(self, model: nn.Module, output: str = "scores", budget: int | None = None, *,
-                 per_example: int | None = None):
+                 per_example: int | None = None, bounds: tuple[float, float] | None = (0.0, 1.0)):
         if not isinstance(model, nn.Module):
             raise ValueError(f"BlackBox: model must be a torch.nn.Module, got {type(model).__name__}")
         if output not in OUTPUTS:
@@ -120,6 +121,9 @@ class BlackBox:
                              f"got {output!r}")
         self.__model = model
         self.output = output
+        if bounds is not None and (len(bounds) != 2 or not bounds[0] < bounds[1]):
+            raise ValueError(f"BlackBox: bounds must be (low, high) with low < high, or None, got {bounds!r}")
+        self.bounds = bounds
         self.budget = None if budget is None else check_count(budget, "BlackBox", "budget", 1)
         self.per_example = None if per_example is None else check_count(per_example, "BlackBox", "per_example", 1)
         self.queries = 0
@@ -166,7 +170,8 @@ class BlackBox:
         if isinstance(x, torch.Tensor) and x.requires_grad:
             raise RuntimeError("BlackBox: a black box gives no gradients; query it with a tensor that does not "
                                "require grad (x.detach()) and estimate gradients from its answers (advlib.zo)")
-        check_batch(x, "BlackBox")
+        lo, hi = self.bounds if self.bounds is not None else (None, None)
+        check_batch(x, "BlackBox", x_min=lo, x_max=hi)
         if self.in_shape is not None:
             check_input_shape(self.__model, x, "BlackBox")
         n = len(x)

