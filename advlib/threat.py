@@ -172,7 +172,7 @@ def check_batch(x, who: str, *, x_min=0.0, x_max=1.0) -> None:
                 x_max, torch.Tensor) else "[x_min, x_max]"
             raise ValueError(f"{who}: inputs must lie in {box}, found [{x.min().item():.3g}, {x.max().item():.3g}]; "
                              "attack raw images in [0, 1] and put any normalisation inside the model "
-                             "(advlib.models.Normalize)")
+                             "(advlib.models.Normalize); a black box for series takes BlackBox(..., bounds=None)")
 
 
 def check_labels(y, n: int, classes: int | None, who: str, name: str = "y") -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,11 +160,13 @@ def _mnist1d() -> dict:
 
     args = get_dataset_args()  # 5,000 series, 80 % train, seed 42: the package's defaults
     args.final_seq_length = MNIST1D_LENGTH
-    state = np.random.get_state()  # the generator seeds numpy's global state; leave the caller's alone
+    # the generator seeds numpy's and Python's global random states; leave the caller's alone
+    state, py_state = np.random.get_state(), random.getstate()
     try:
         d = make_dataset(args)
     finally:
         np.random.set_state(state)
+        random.setstate(py_state)
     return d
 
 

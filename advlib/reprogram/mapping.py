@@ -15,7 +15,10 @@ __all__ = ["LabelMap", "one_to_one", "random_many_to_one", "frequency_mapping", 
 
 class LabelMap:
     """``assign[s]``: the target label of source label ``s`` (``-1``: unused). ``h(p) = p @ H`` with
-    ``H[s, j] = 1 / m_j`` where ``assign[s] == j`` and ``m_j`` source labels map to ``j``."""
+    ``H[s, j] = 1 / m_j`` where ``assign[s] == j`` and ``m_j`` source labels map to ``j``.
+
+    BAR's averages, not renormalised: with ``m`` source labels per target label the mapped values sum to
+    at most ``1 / m`` (the cross-entropy's floor is ``log m``); the argmax, the prediction, is unaffected."""
 
     def __init__(self, assign, n_target: int | None = None):
         assign = torch.as_tensor(assign, dtype=torch.long).flatten()
