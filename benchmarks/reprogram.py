@@ -76,12 +76,6 @@ def ar_epoch_plain(model, program, mapping, x, y, opt, batch_size):
         opt.step()
 
 
-def timed(fn, *args):
-    t0 = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - t0
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
@@ -110,25 +104,32 @@ def main() -> None:
                 box = BlackBox(model, "scores", bounds=None)
                 fn(box, program, mapping, xb, yb, w, free, q, 0.1)  # warm-up
                 box.queries = 0
-                times[name].append(timed(lambda: [fn(box, program, mapping, xb, yb, w, free, q, 0.1)
-                                                  for _ in range(steps)]) / steps)
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    fn(box, program, mapping, xb, yb, w, free, q, 0.1)
+                times[name].append((time.perf_counter() - t0) / steps)
                 queries[name] = box.queries // steps
         b, lo = statistics.median(times["batched"]), statistics.median(times["loop"])
         print(f"BAR step q={q:<2}  batched {1e3 * b:7.1f} ms  loop {1e3 * lo:7.1f} ms  ({lo / b:.1f}x)  "
               f"queries per step {queries['batched']} (batched) = {queries['loop']} (loop)")
 
     epochs = 2 if a.quick else 10
-    ar(model, Program(model.in_shape, x.shape[1:], form="additive", mask="all"), mapping, x, y, epochs=1)  # warm-up
     times = {"advlib.reprogram.ar": [], "plain loop": []}
-    for _ in range(a.repeats):
+    for rnd in range(a.repeats + 1):  # round 0 warms both up (the first backward passes of a shape are slow)
         p1 = Program(model.in_shape, x.shape[1:], form="additive", mask="all")
-        times["advlib.reprogram.ar"].append(timed(lambda: ar(model, p1, mapping, x, y, epochs=epochs)) / epochs)
+        t0 = time.perf_counter()
+        ar(model, p1, mapping, x, y, epochs=epochs)
+        if rnd:
+            times["advlib.reprogram.ar"].append((time.perf_counter() - t0) / epochs)
         p2 = Program(model.in_shape, x.shape[1:], form="additive", mask="all")
         opt = torch.optim.Adam([p2.W], 0.05)
         for q_ in model.parameters():
             q_.requires_grad_(False)
-        times["plain loop"].append(timed(lambda: [ar_epoch_plain(model, p2, mapping, x, y, opt, 32)
-                                                  for _ in range(epochs)]) / epochs)
+        t0 = time.perf_counter()
+        for _ in range(epochs):
+            ar_epoch_plain(model, p2, mapping, x, y, opt, 32)
+        if rnd:
+            times["plain loop"].append((time.perf_counter() - t0) / epochs)
         for q_ in model.parameters():
             q_.requires_grad_(True)
     r, pl = statistics.median(times["advlib.reprogram.ar"]), statistics.median(times["plain loop"])

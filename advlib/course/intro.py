@@ -137,7 +137,8 @@ PARTS = (
     Part(1, "Training-phase attacks", "data poisoning and backdoors", "advlib.backdoor", (4,)),
     Part(2, "Black-box attacks", "zeroth-order optimisation; ZOO, AutoZOOM, NES, Bandits, OPT, Sign-OPT, Boundary, "
          "transfer", "advlib.blackbox"),
-    Part(3, "Model reprogramming", "AR, BAR, V2S", "advlib.reprogram"),
+    Part(3, "Model reprogramming", "AR, BAR (zeroth-order, through a black box), V2S for time series, "
+         "representation alignment", "advlib.reprogram"),
     Part(4, "Defenses", "adversarial training, TRADES, randomness, adaptive attacks, strong evaluation, backdoor "
          "detection and repair", "advlib.defenses"),
     Part(5, "Verification", "IBP, Fast-Lin, CROWN, CNN-Cert, CLEVER, randomized smoothing", "advlib.verify"),
