@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 LECTURES = sorted(REPO.glob("lectures/[0-9][0-9]_*.md"))
 FULL_TOY = advlib.profile("full", "toy")
 ZOO_NAMES = list(dict.fromkeys([*FULL_TOY.models, *FULL_TOY.robust_models.values(), *FULL_TOY.blackbox_models,
-                                 *FULL_TOY.defense_models.values()]))
+                                 *FULL_TOY.defense_models.values(), FULL_TOY.reprogram_source]))
 #: the clean test accuracy each on-demand entry must reach on the toy MNIST (500 test digits). The
 #: defenses train at MNIST's eps 0.3 on 1,297 toy images: PGD training (ramped) reaches 0.59 there
 #: (10 epochs are ~110 steps), far from what 60,000 real MNIST images give; the floor checks it learns.
@@ -86,6 +86,8 @@ def test_every_model_a_profile_names_is_in_the_zoo_on_its_data(name):
         assert zoo.ENTRIES[model].dataset == p.dataset, model
     for model in p.blackbox_models:
         assert zoo.ENTRIES[model].dataset == p.blackbox_dataset, model
+    assert zoo.ENTRIES[p.reprogram_source].dataset == p.dataset  # Part 3's image source, on the profile's data
+    assert zoo.ENTRIES[p.series_source].arch == "cnn1d" and zoo.ENTRIES[p.series_source].shipped  # offline anywhere
     for recipe, model in p.robust_models.items():
         e, mlp = zoo.ENTRIES[model], zoo.ENTRIES[p.models[-1]]
         assert e.robust == recipe and (e.arch, e.arch_kwargs) == (mlp.arch, mlp.arch_kwargs)
