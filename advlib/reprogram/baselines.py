@@ -83,7 +83,8 @@ def dtw(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def classical(train: ArrayDataset, test: ArrayDataset) -> dict[str, float]:
     """Strong classical baselines on the raw target data: for series ``1-NN`` (Euclidean) and ``1-NN DTW``
-    (pyts); for anything else logistic regression on standardised features."""
+    (in torch, :func:`dtw`); for anything else logistic regression on the (flattened, standardised) inputs
+    as given, e.g. the breast-cancer task's encoded features."""
     x, y = train.x.flatten(1).cpu().numpy(), train.y.cpu().numpy()
     xt, yt = test.x.flatten(1).cpu().numpy(), test.y.cpu().numpy()
     if train.x.dim() == 3 and train.x.shape[1] == 1:
