@@ -109,3 +109,18 @@ def test_list_and_check_commands():
     out = subprocess.run([sys.executable, "-m", "advlib.zoo", "check"], capture_output=True, text=True)
     verdicts = [ln.endswith(") ok") for ln in out.stdout.splitlines()]
     assert out.returncode == 0 and verdicts == [True] * len(zoo.manifest())
+
+
+@pytest.mark.parametrize("name", ["mnist1d-cnn", "cifar10-resnet"])
+def test_a_saved_checkpoint_reads_back_with_its_classes(name, tmp_path):
+    """The reader takes the number of classes from the last top-level layer: right past ten layers
+    (mnist1d-cnn's head is layer 11) and with blocks whose keys are not numbers (ResNet)."""
+    e = zoo.ENTRIES[name]
+    model = advlib.models.build(e.arch, n_classes=7, **e.arch_kwargs).eval()
+    path = tmp_path / e.filename
+    zoo.save(model, name, path, 0.0)
+    back = zoo._read(path, e).eval()
+    x = torch.rand(2, *model.in_shape)
+    with torch.no_grad():
+        assert back(x).shape == (2, 7)
+        assert torch.equal(back(x), model(x))

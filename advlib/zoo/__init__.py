@@ -223,7 +223,9 @@ def _read(path: Path, e: Entry) -> nn.Module:
     if meta.get("name") != e.name or meta.get("version") != str(e.version):
         raise ValueError(f"{path} holds {meta.get('name')!r} v{meta.get('version')}, not {e.name!r} v{e.version}")
     state = load_file(str(path))
-    last = max((k for k in state if k.endswith("weight")), key=lambda k: [int(p) for p in k.split(".")[:-1]])
+    # the classes are the outputs of the last top-level layer with weights (the Sequential's index, numerically:
+    # "11.weight" comes after "9.weight"; keys inside a block, "4.body.0.weight", share their block's index)
+    last = max((k for k in state if k.endswith("weight")), key=lambda k: int(k.split(".")[0]))
     n_classes = state[last].shape[0]
     mean, std = state["0.mean"].flatten().tolist(), state["0.std"].flatten().tolist()
     model = build(meta["arch"], n_classes=n_classes, mean=mean, std=std, **json.loads(meta["arch_kwargs"]))
