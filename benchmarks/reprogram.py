@@ -29,6 +29,7 @@ import torch.nn.functional as F
 import advlib
 from advlib.blackbox import BlackBox
 from advlib.reprogram import Program, ar, initial_mapping, target_loss, task
+from advlib.reprogram.bar import batch_loss
 from advlib.reprogram.baselines import dtw
 from advlib.zo import estimate
 
@@ -56,14 +57,8 @@ def bar_step_loop(box, program, mapping, xb, yb, w, free, q, beta):
 
 
 def bar_step_batched(box, program, mapping, xb, yb, w, free, q, beta):
-    W0 = program.W.detach().flatten()
-
-    def f(ws):
-        W = W0.expand(len(ws), -1).clone()
-        W[:, free] = ws
-        inputs = program(xb, W.view(len(ws), *program.source_shape)).flatten(0, 1)
-        return target_loss(mapping(box.scores(inputs)).view(len(ws), len(xb), -1), yb)
-
+    """One BAR estimate as advlib.reprogram.bar makes it: all q + 1 patterns in one call of the box."""
+    f = batch_loss(box, program, mapping, xb, yb, program.W.detach().flatten(), free)
     return estimate(f, w[None], q=q, beta=beta, kind="sphere")[0][0]
 
 

@@ -89,6 +89,15 @@ def cache_dir() -> Path:
 DIGITS_TEST_SIZE, DIGITS_SPLIT_SEED = 500, 0
 
 
+def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted train / test indices: each class gives ``round(n_c * fraction)`` test points, chosen by a
+    ``numpy.random.default_rng(seed)`` permutation of its indices."""
+    rng = np.random.default_rng(seed)
+    test = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:int(round((y == c).sum() * fraction))]
+                                   for c in np.unique(y)]))
+    return np.setdiff1d(np.arange(len(y)), test), test
+
+
 def digits_split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The fixed, stratified train/test indices of the digits.
 
@@ -96,15 +105,7 @@ def digits_split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ``numpy.random.default_rng(0)`` permutation of that class's indices; the rest are training
     images (1,297). Both index lists are sorted.
     """
-    rng = np.random.default_rng(DIGITS_SPLIT_SEED)
-    test = []
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        k = int(round(len(idx) * DIGITS_TEST_SIZE / len(y)))
-        test.append(rng.permutation(idx)[:k])
-    test = np.sort(np.concatenate(test))
-    train = np.setdiff1d(np.arange(len(y)), test)
-    return train, test
+    return stratified_split(y, DIGITS_TEST_SIZE / len(y), DIGITS_SPLIT_SEED)
 
 
 def _read_digits(split: str, root: Path):
@@ -180,15 +181,6 @@ def _read_mnist1d(split: str, root: Path):
 # --- bundled: scikit-learn's breast cancer (Wisconsin diagnostic) -------------------------------
 #: the breast-cancer test split: 30 % of each class, chosen by this seed
 TABLE_TEST_FRACTION, TABLE_SPLIT_SEED = 0.3, 0
-
-
-def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted train / test indices: each class gives ``round(n_c * fraction)`` test points, chosen by a
-    ``numpy.random.default_rng(seed)`` permutation of its indices."""
-    rng = np.random.default_rng(seed)
-    test = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:int(round((y == c).sum() * fraction))]
-                                   for c in np.unique(y)]))
-    return np.setdiff1d(np.arange(len(y)), test), test
 
 
 def _read_breast_cancer(split: str, root: Path):

@@ -6,11 +6,30 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..blackbox import BlackBox
-from ..threat import check_labels, require_eval
+from ..threat import check_batch, check_labels, require_eval
 from .mapping import MAPPINGS, LabelMap, frequency_mapping, one_to_one, random_many_to_one
 from .program import Program
 
-__all__ = ["Reprogrammed", "initial_mapping", "check_target"]
+__all__ = ["Reprogrammed", "initial_mapping", "check_target", "source_probabilities", "record_epoch"]
+
+
+def source_probabilities(source, inputs: torch.Tensor) -> torch.Tensor:
+    """The source model's probabilities on ``inputs``: ``softmax(model(.))`` for a white box, the answers
+    of a :class:`~advlib.blackbox.BlackBox` (counted queries, no autograd) otherwise."""
+    if isinstance(source, BlackBox):
+        with torch.no_grad():
+            return source.scores(inputs.detach())
+    return F.softmax(source(inputs), -1)
+
+
+def record_epoch(rep: Reprogrammed, monitor, **values) -> None:
+    """Append this epoch's ``values`` and whatever ``monitor(rep)`` returns to ``rep.history``."""
+    for k, v in values.items():
+        rep.history.setdefault(k, []).append(v)
+    if monitor is not None:
+        with torch.no_grad():
+            for k, v in monitor(rep).items():
+                rep.history.setdefault(k, []).append(v)
 
 
 class Reprogrammed(nn.Module):
@@ -33,14 +52,9 @@ class Reprogrammed(nn.Module):
             self.box, self.source = None, source
         self.history: dict[str, list] = {}
 
-    def source_probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        if self.box is not None:
-            with torch.no_grad():
-                return self.box.scores(self.program(x).detach())
-        return F.softmax(self.source(self.program(x)), -1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mapping(self.source_probabilities(x))
+        source = self.box if self.box is not None else self.source
+        return self.mapping(source_probabilities(source, self.program(x)))
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
@@ -53,11 +67,10 @@ class Reprogrammed(nn.Module):
 
 def check_target(source, program: Program, x: torch.Tensor, y: torch.Tensor, who: str) -> None:
     """Targets ``x`` of the program's target shape with one label each; a white-box source in eval mode."""
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or tuple(x.shape[1:]) != program.target_shape:
-        raise ValueError(f"{who}: x must be a float batch N x {program.target_shape} (the program's target shape), got "
-                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{who}: x contains NaN or infinite values; remove or repair them first")
+    check_batch(x, who, x_min=None, x_max=None)  # a non-empty float batch of finite values (series need no box)
+    if tuple(x.shape[1:]) != program.target_shape:
+        raise ValueError(f"{who}: x must be a batch N x {program.target_shape} (the program's target shape), got "
+                         f"{tuple(x.shape)}")
     check_labels(y, len(x), None, who)
     if isinstance(source, nn.Module):
         require_eval(source, who)
@@ -76,8 +89,7 @@ def initial_mapping(source, program: Program, x: torch.Tensor, y: torch.Tensor, 
         raise ValueError(f"initial_mapping: kind must be one of {MAPPINGS}, got {kind!r}")
     n_target = int(y.max()) + 1 if n_target is None else n_target
     with torch.no_grad():
-        inp = program(x)
-        probs = source.scores(inp) if isinstance(source, BlackBox) else F.softmax(source(inp), -1)
+        probs = source_probabilities(source, program(x))
     k_s = probs.shape[1]
     if kind == "frequency":
         return frequency_mapping(probs, y, n_target, m)

@@ -10,7 +10,7 @@ from torch import nn
 from tqdm.auto import trange
 
 from ..threat import check_budget, check_count, frozen
-from ._common import Reprogrammed, check_target
+from ._common import Reprogrammed, check_target, record_epoch
 from .losses import target_loss
 from .mapping import LabelMap
 from .program import Program
@@ -32,7 +32,6 @@ def ar(model: nn.Module, program: Program, mapping: LabelMap, x: torch.Tensor, y
     epochs, batch_size = check_count(epochs, "ar", "epochs", 1), check_count(batch_size, "ar", "batch_size", 1)
     lr = check_budget(lr, "ar", name="lr", positive=True)
     rep = Reprogrammed(model, program, mapping)
-    rep.history = {"loss": []}
     opt = torch.optim.Adam([program.W], lr)
     g = torch.Generator().manual_seed(seed)
     with frozen(model):
@@ -44,9 +43,5 @@ def ar(model: nn.Module, program: Program, mapping: LabelMap, x: torch.Tensor, y
                 obj.backward()
                 opt.step()
                 total += obj.item() * len(idx)
-            rep.history["loss"].append(total / len(x))
-            if monitor is not None:
-                with torch.no_grad():
-                    for k, v in monitor(rep).items():
-                        rep.history.setdefault(k, []).append(v)
+            record_epoch(rep, monitor, loss=total / len(x))
     return rep

@@ -19,12 +19,26 @@ from tqdm.auto import trange
 from ..blackbox import BlackBox
 from ..threat import check_budget, check_count
 from ..zo import OPTIMIZERS, estimate
-from ._common import Reprogrammed, check_target
+from ._common import Reprogrammed, check_target, record_epoch
 from .losses import target_loss
 from .mapping import LabelMap
 from .program import Program
 
-__all__ = ["bar"]
+__all__ = ["bar", "batch_loss"]
+
+
+def batch_loss(box: BlackBox, program: Program, mapping: LabelMap, xb: torch.Tensor, yb: torch.Tensor,
+               W0: torch.Tensor, free: torch.Tensor, loss: str = "ce", gamma: float = 2.0):
+    """``f(ws)``: the mini-batch loss of ``m`` programs at once, ``ws`` holding their free coordinates
+    (``m x d``; the others stay those of the flat ``W0``): one call of the box on ``m * B`` inputs."""
+
+    def f(ws: torch.Tensor) -> torch.Tensor:
+        W = W0.expand(len(ws), -1).clone()
+        W[:, free] = ws
+        inputs = program(xb, W.view(len(ws), *program.source_shape)).flatten(0, 1)
+        return target_loss(mapping(box.scores(inputs)).view(len(ws), len(xb), -1), yb, loss, gamma)
+
+    return f
 
 
 def bar(box: BlackBox, program: Program, mapping: LabelMap, x: torch.Tensor, y: torch.Tensor, *,
@@ -49,8 +63,7 @@ def bar(box: BlackBox, program: Program, mapping: LabelMap, x: torch.Tensor, y: 
         raise ValueError(f"bar: optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
     opt = OPTIMIZERS[optimizer](check_budget(lr, "bar", name="lr", positive=True))
     rep = Reprogrammed(box, program, mapping)
-    rep.history = {"loss": [], "queries": []}
-    free, shape = program.free, program.source_shape
+    free = program.free
     W0 = program.W.detach().flatten()
     w = W0[free].clone()[None]  # the free coordinates: 1 x d
     g = torch.Generator().manual_seed(seed)
@@ -58,24 +71,12 @@ def bar(box: BlackBox, program: Program, mapping: LabelMap, x: torch.Tensor, y: 
     for _ in trange(epochs, desc="BAR", disable=not progress, leave=False):
         total = 0.0
         for idx in torch.randperm(len(x), generator=g).to(x.device).split(batch_size):
-            xb, yb = x[idx], y[idx]
-
-            def f(ws: torch.Tensor, xb=xb, yb=yb) -> torch.Tensor:  # m x d free coordinates -> m batch losses
-                W = W0.expand(len(ws), -1).clone()
-                W[:, free] = ws
-                inputs = program(xb, W.view(len(ws), *shape)).flatten(0, 1)  # m * B queries
-                return target_loss(mapping(box.scores(inputs)).view(len(ws), len(xb), -1), yb, loss, gamma)
-
+            f = batch_loss(box, program, mapping, x[idx], y[idx], W0, free, loss, gamma)
             with torch.no_grad():
                 grad, fw = estimate(f, w, q=q, beta=beta, kind="sphere", generator=zg)
                 w = opt.step(w, grad)
             total += fw.item() * len(idx)
         with torch.no_grad():
             program.W.view(-1)[free] = w[0]
-        rep.history["loss"].append(total / len(x))
-        rep.history["queries"].append(box.queries)
-        if monitor is not None:
-            with torch.no_grad():
-                for k, v in monitor(rep).items():
-                    rep.history.setdefault(k, []).append(v)
+        record_epoch(rep, monitor, loss=total / len(x), queries=box.queries)
     return rep

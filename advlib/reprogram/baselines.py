@@ -26,9 +26,9 @@ def scratch(entry: str, x: torch.Tensor, y: torch.Tensor, n_classes: int, *, epo
             batch_size: int = 16, weight_decay: float = 1e-4, seed: int = 0) -> nn.Module:
     """The architecture of zoo ``entry`` with ``n_classes`` outputs, trained from random weights on ``(x, y)``
     (inputs of the source shape: place them with ``program.place``), Adam, cosine schedule. Eval mode."""
-    e = zoo.ENTRIES[entry] if entry in zoo.ENTRIES else None
-    if e is None:
-        raise ValueError(f"scratch: unknown zoo entry {entry!r}")
+    if entry not in zoo.ENTRIES:
+        raise ValueError(f"scratch: unknown zoo entry {entry!r}; known: {', '.join(zoo.ENTRIES)}")
+    e = zoo.ENTRIES[entry]
     dims = [0] + list(range(2, x.dim()))
     torch.manual_seed(seed)
     model = build(e.arch, n_classes=n_classes, mean=x.mean(dims).tolist(),

@@ -18,6 +18,7 @@ import torch
 from .. import zoo
 from ..blackbox import BlackBox
 from ..runtime import device as _default_device
+from ..train import accuracy
 from ._common import initial_mapping
 from .ar import ar
 from .bar import bar
@@ -68,9 +69,7 @@ def experiment(name: str, method: str, *, shots: int | None = 10, seed: int = 0,
     if method == "scratch":
         m = scratch(t.source, program.place(x), y, t.n_classes, epochs=s["scratch_epochs"], lr=s["scratch_lr"],
                     batch_size=s["scratch_batch_size"], seed=seed)
-        with torch.no_grad():
-            acc = (m(program.place(xt)).argmax(1) == yt).float().mean().item()
-        return [dict(base, accuracy=acc, seconds=time.perf_counter() - t0)]
+        return [dict(base, accuracy=accuracy(m, program.place(xt), yt), seconds=time.perf_counter() - t0)]
     if method == "linear-probe":
         return [dict(base, accuracy=linear_probe(model, program.place(x), y, program.place(xt), yt),
                      seconds=time.perf_counter() - t0)]
