@@ -6,14 +6,29 @@ sets), ``models`` and ``train`` (small architectures, a plain training loop and 
 robust-training recipes), ``zoo`` (shipped, reproducible checkpoints), ``attacks`` (Part 1:
 white-box attacks), ``backdoor`` (Parts 1b and 4b: poisoning, backdoors, Trojan detection and
 repair), ``zo`` and ``blackbox`` (Part 2: zeroth-order optimisation and black-box
-attacks), ``defenses`` (Part 4: robust-training recipes so far), ``verify`` (Part 5:
-certificates), ``course`` (environment check, exercises, figures). Reprogramming and applications
-follow in their own parts.
+attacks), ``reprogram`` (Part 3: model reprogramming), ``defenses`` (Part 4: robust training,
+input transformations, the ensemble evaluation), ``verify`` (Part 5: certificates),
+``applications`` (Part 6: contrastive explanations, watermarks, model extraction, membership
+inference), ``course`` (environment check, exercises, figures).
 """
-from . import attacks, backdoor, blackbox, data, defenses, models, threat, train, verify, zo, zoo  # noqa: F401  (public subpackages)
+from . import (  # noqa: F401  (public subpackages)
+    applications,
+    attacks,
+    backdoor,
+    blackbox,
+    data,
+    defenses,
+    models,
+    reprogram,
+    threat,
+    train,
+    verify,
+    zo,
+    zoo,
+)
 from .profiles import PROFILES, Profile, profile
 from .runtime import device, seed_everything
 
 __version__ = "0.1.0"
 __all__ = ["PROFILES", "Profile", "profile", "device", "seed_everything", "threat", "attacks", "backdoor", "blackbox",
-           "zo", "data", "defenses", "models", "train", "verify", "zoo", "__version__"]
+           "zo", "data", "defenses", "models", "train", "verify", "zoo", "reprogram", "applications", "__version__"]

@@ -95,6 +95,17 @@ class Profile:
     reprogram_shots: int = 10
     #: ... epochs of every reprogramming and training-from-scratch run (V2S: Adam lr 0.05, batches of 32)
     reprogram_epochs: int = 200
+    #: Part 6a (applications): test points of the contrastive explanations and of the structured-attack comparison
+    explain_points: int = 100
+    #: ... FISTA / ADMM iterations per binary-search round of CEM and StrAttack (the papers run 1,000)
+    explain_steps: int = 200
+    #: ... query budgets of the model-extraction curve: inputs the victim labels for the copy (a lecture keeps
+    #: those that its pool of unlabelled inputs can pay)
+    copy_budgets: tuple[int, ...] = (50, 100, 200, 500, 1_000)
+    #: ... members, and as many non-members, of each membership-inference evaluation
+    membership_points: int = 500
+    #: ... epochs of the models a Part 6 lecture trains itself (the watermarked model, the copies, an overfitted model)
+    application_epochs: int = 60
     #: the seed every lecture starts from
     seed: int = 0
     #: "standard" (the profile's own budgets) or a key of :data:`SIZES` that capped them
@@ -147,6 +158,10 @@ PROFILES: dict[str, Profile] = {
         backdoor_dataset="mnist",
         trusted_sizes=(2_500, 1_000, 500, 250, 50),
         reprogram_source="mnist-cnn",
+        explain_steps=1_000,
+        copy_budgets=(100, 500, 1_000, 5_000, 20_000),
+        membership_points=5_000,
+        application_epochs=20,
     ),
 }
 
@@ -169,6 +184,10 @@ SIZES: dict[str, dict[str, int]] = {
         "square_queries": 500,
         "population_limit": 2,
         "reprogram_epochs": 20,
+        "explain_points": 10,
+        "explain_steps": 50,
+        "membership_points": 100,
+        "application_epochs": 3,
     },
 }
 

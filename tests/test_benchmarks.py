@@ -87,3 +87,16 @@ def test_reprogram_benchmark_runs():
     dtw = [ln for ln in lines if ln.startswith("1-NN DTW")]
     assert dtw and ("pyts not installed" in dtw[0] or dtw[0].split("accuracy")[1].split()[0]
                     == dtw[0].split("vs")[-1].split()[0])
+
+
+def test_applications_benchmark_runs():
+    out = subprocess.run([sys.executable, "benchmarks/applications.py", "--quick"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    for name in ("StrAttack", "CEM PN"):  # one batch or one example at a time: the same optimisation
+        row = next(ln for ln in lines if ln.startswith(name))
+        assert float(row.split("max |difference|")[1]) < 1e-4, row
+    read = next(ln for ln in lines if ln.startswith("Watermark read"))
+    counts = read.split("queries")[1].split("same bits")[0].replace("(batched)", "").replace("(loop)", "").split("=")
+    assert int(counts[0]) == int(counts[1]) > 0 and read.endswith("same bits True"), read
+    assert any(ln.startswith("Copycat") and "agreement" in ln for ln in lines)

@@ -17,19 +17,26 @@ which sets every coordinate that moved by less than ``beta`` back to the origina
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from ..threat import check_budget, check_inputs, lp_norm, margin
 from .cw import BinarySearch, EarlyAbort, check_search, record
 
-__all__ = ["ead", "shrink"]
+__all__ = ["ead", "shrink", "elastic_net"]
 
 
-def shrink(z: torch.Tensor, x0: torch.Tensor, beta: float) -> torch.Tensor:
-    """The projected shrinkage-thresholding operator Pi_[0,1](S_beta(z)) of EAD (eq. 5), around x0."""
+def shrink(z: torch.Tensor, x0: torch.Tensor, beta: float, lo=0.0, hi=1.0) -> torch.Tensor:
+    """The projected shrinkage-thresholding operator Pi_[lo,hi](S_beta(z)) of EAD (eq. 5), around x0:
+    a coordinate that moved from ``x0`` by at most ``beta`` returns to ``x0``, the others move ``beta``
+    back towards it and are clipped to the box ``[lo, hi]`` (EAD: [0, 1]; numbers or tensors that
+    contain ``x0``)."""
     d = z - x0
-    return torch.where(d > beta, (z - beta).clamp(max=1), torch.where(d < -beta, (z + beta).clamp(min=0), x0))
+    return torch.where(d > beta, torch.minimum(z - beta, torch.as_tensor(hi, dtype=z.dtype, device=z.device)),
+                       torch.where(d < -beta, torch.maximum(z + beta, torch.as_tensor(lo, dtype=z.dtype,
+                                                                                       device=z.device)), x0))
 
 
 def _distances(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,12 +75,32 @@ def ead(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, beta: float = 1e-
     check_inputs(model, x, y, who="ead", steps=steps)
     check_search("ead", c, search_steps, lr, kappa)
     check_budget(beta, "ead", name="beta")
+    return elastic_net(model, x, y, x, beta=beta, c=c, kappa=kappa, steps=steps, lr=lr, search_steps=search_steps,
+                       rule=rule, targeted=targeted, abort_early=abort_early, history=history)
+
+
+def elastic_net(model: nn.Module, start: torch.Tensor, y: torch.Tensor, center: torch.Tensor, *, lo=0.0, hi=1.0,
+                beta: float, c: float, kappa: float, steps: int, lr: float, search_steps: int, rule: str = "en",
+                targeted: bool = False, abort_early: bool = True, history: list | None = None,
+                penalty: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """EAD's solver for any centre and box: FISTA with a per-example binary search on ``c`` for
+
+        minimise_{v in [lo, hi]}  c * f(v) + ||v - center||_2^2 + beta * ||v - center||_1 (+ penalty(v))
+
+    where ``f`` is the C&W margin of the model's logits at ``v`` itself (label ``y``, ``targeted``,
+    confidence ``kappa``) and ``penalty`` an optional smooth per-example term (CEM's auto-encoder
+    loss). :func:`ead` is ``center = start = x`` in the box [0, 1]; the contrastive explanations of
+    :mod:`advlib.applications.cem` move the centre and the box. The iteration, the search, the
+    decision ``rule`` and the early abort are those of :func:`ead`'s docstring; the distance of the
+    rule is measured from ``center``. Returns, per example, the best successful ``v`` (``start``
+    where none succeeded); checks are the caller's.
+    """
     if rule not in ("en", "l1"):
-        raise ValueError(f"ead: rule must be 'en' (elastic net) or 'l1', got {rule!r}")
-    x, y = x.detach(), y.detach()
+        raise ValueError(f"elastic_net: rule must be 'en' (elastic net) or 'l1', got {rule!r}")
+    x, y = center.detach(), y.detach()
     n = len(x)
-    search = BinarySearch(x, y, c, kappa=kappa, targeted=targeted)
-    x_k = x.clone()
+    search = BinarySearch(start.detach(), y, c, kappa=kappa, targeted=targeted)
+    x_k = start.detach().clone()
     for _ in range(search_steps):
         x_k = torch.where(search.found.view(-1, *[1] * (x.dim() - 1)), search.best, x_k)  # warm start
         y_k = x_k.clone()
@@ -81,9 +108,13 @@ def ead(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, beta: float = 1e-
         for k in range(steps):
             x0, y_r = x[rows], y_k[rows].requires_grad_(True)
             g = search.value[rows] * margin(model(y_r), y[rows], targeted, kappa) + _distances(y_r - x0)[0]
+            if penalty is not None:
+                g = g + penalty(y_r)
             (grad,) = torch.autograd.grad(g.sum(), y_r)
             with torch.no_grad():
-                x_next = shrink(y_r - lr * (1 - k / steps) ** 0.5 * grad, x0, beta)
+                lo_r = lo[rows] if torch.is_tensor(lo) else lo
+                hi_r = hi[rows] if torch.is_tensor(hi) else hi
+                x_next = shrink(y_r - lr * (1 - k / steps) ** 0.5 * grad, x0, beta, lo_r, hi_r)
                 y_k[rows] = x_next + k / (k + 3) * (x_next - x_k[rows])
                 x_k[rows] = x_next
                 l2, l1 = _distances(x_next - x0)

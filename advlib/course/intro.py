@@ -142,7 +142,12 @@ PARTS = (
     Part(4, "Defenses", "adversarial training, TRADES, randomness, adaptive attacks, strong evaluation, backdoor "
          "detection and repair", "advlib.defenses"),
     Part(5, "Verification", "IBP, Fast-Lin, CROWN, CNN-Cert, CLEVER, randomized smoothing", "advlib.verify"),
-    Part(6, "Applications", "explanations, watermarks, sequence models, federated backdoors", "advlib.apps"),
+    Part(6, "Explanations and structured attacks", "contrastive explanations (pertinent negatives and positives), "
+         "group-sparse StrAttack", "advlib.applications", (50,)),
+    Part(6, "Watermarks, extraction and privacy", "watermarks in input gradients, model extraction, membership "
+         "inference", "advlib.applications", (51,)),
+    Part(6, "Federated backdoors", "backdoors in federated learning, temporal-dependency detection",
+         "advlib.applications.federated"),
 )
 
 #: Where the lectures live in a checkout of the course (absent in an installed package).
@@ -212,8 +217,9 @@ def threat_taxonomy():
     reach = ["Data", "Model /\ntraining", "Inference"]
     cells = {(0, 0): "X", (0, 1): "X*", (1, 0): "X", (2, 1): "X*", (2, 2): "X", (3, 2): "X", (4, 1): "X*",
              (4, 2): "X"}
-    topics = {0: ["Training-phase attacks"], 1: ["Training-phase attacks", "Defenses", "Applications"],
-              2: ["Evasion attacks", "Black-box attacks", "Defenses", "Verification"], 3: []}
+    topics = {0: ["Training-phase attacks"], 1: ["Training-phase attacks", "Defenses", "Federated backdoors"],
+              2: ["Evasion attacks", "Black-box attacks", "Defenses", "Verification",
+                  "Explanations and structured attacks"], 3: ["Watermarks, extraction and privacy"]}
     parts = {i: _parts_label(t) for i, t in topics.items()} | {4: "this lecture\n(safe loading)"}
     fig, (ax, bx) = plt.subplots(2, 1, figsize=(8, 7.6), gridspec_kw={"height_ratios": [1.15, 1]})
     colours = ["#4c72b0", "#dd8452", "#55a868"]
