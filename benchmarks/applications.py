@@ -117,7 +117,7 @@ def main() -> None:
     def ours():
         torch.manual_seed(0)
         students["advlib"] = s = mk()
-        copycat(BlackBox(victim, "scores"), pool, s, budget=budget, epochs=epochs, lr=2e-3, batch_size=64,
+        copycat(BlackBox(victim, "scores"), pool, s, budget=budget, epochs=epochs, min_steps=0, lr=2e-3, batch_size=64,
                 weight_decay=0.0)
 
     try:

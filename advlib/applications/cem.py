@@ -69,7 +69,14 @@ def pertinent_negative(model: nn.Module, x: torch.Tensor, *, allowed: torch.Tens
     the result)."""
     x, t0, penalty = _prepare(model, x, "pertinent_negative", beta, c, kappa, steps, lr, search_steps, gamma,
                               autoencoder)
-    allowed = (x == 0) if allowed is None else allowed.to(torch.bool).expand_as(x)
+    if allowed is None:
+        allowed = x == 0
+    else:
+        allowed = torch.as_tensor(allowed, device=x.device).to(torch.bool)
+        if allowed.shape not in (x.shape, x.shape[1:]):
+            raise ValueError(f"pertinent_negative: allowed must be a mask of the batch's shape {tuple(x.shape)} or "
+                             f"of one input's {tuple(x.shape[1:])}, got {tuple(allowed.shape)}")
+        allowed = allowed.expand_as(x)
     hi = torch.where(allowed, torch.ones_like(x), x)  # delta >= 0, only on the allowed features
     return elastic_net(model, x, t0, x, lo=x, hi=hi, beta=beta, c=c, kappa=kappa, steps=steps, lr=lr,
                        search_steps=search_steps, targeted=False, abort_early=abort_early, penalty=penalty)

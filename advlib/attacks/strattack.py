@@ -48,19 +48,21 @@ def group_ids(shape, size: int) -> torch.Tensor:
 
 
 def group_norms(delta: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """``||delta_{G_i}||_2`` for every example and group: ``N x P`` (``ids`` from :func:`group_ids`)."""
-    flat, idx = delta.flatten(1), ids.flatten().to(delta.device)
+    """``||delta_{G_i}||_2`` for every example and group: ``N x P``, one column per distinct id of ``ids``
+    in increasing order (``ids`` from :func:`group_ids`, or any labelling of the features)."""
+    _, idx = torch.unique(ids.flatten().to(delta.device), return_inverse=True)
     sq = torch.zeros(len(delta), int(idx.max()) + 1, device=delta.device, dtype=delta.dtype)
-    return sq.index_add_(1, idx, flat.pow(2)).sqrt()
+    return sq.index_add_(1, idx, delta.flatten(1).pow(2)).sqrt()
 
 
 def group_shrink(a: torch.Tensor, ids: torch.Tensor, t) -> torch.Tensor:
     """The proximal operator of ``t * sum_i ||.||_2`` (block soft-thresholding, paper eq. 8):
     ``a_G * max(1 - t / ||a_G||_2, 0)`` for every group; ``t`` a number or one per example."""
+    _, idx = torch.unique(ids.flatten().to(a.device), return_inverse=True)
     norms = group_norms(a, ids)
     t = torch.as_tensor(t, dtype=a.dtype, device=a.device).reshape(-1, 1)
     scale = (1 - t / norms.clamp_min(1e-12)).clamp_min(0)
-    return a * scale[:, ids.flatten().to(a.device)].view_as(a)
+    return a * scale[:, idx].view_as(a)
 
 
 def group_sparsity(delta: torch.Tensor, ids: torch.Tensor, tol: float = 1e-3) -> torch.Tensor:
