@@ -106,6 +106,16 @@ class Profile:
     membership_points: int = 500
     #: ... epochs of the models a Part 6 lecture trains itself (the watermarked model, the copies, an overfitted model)
     application_epochs: int = 60
+    #: Part 6b (other settings): clients of the federated simulations (on ``backdoor_dataset``) ...
+    federated_clients: int = 10
+    #: ... clients drawn per round (DBA's paper: 10 of 100)
+    federated_per_round: int = 10
+    #: ... communication rounds of a federated run
+    federated_rounds: int = 20
+    #: ... generated series of the temporal-dependency lecture's training set (as many again for testing)
+    td_series: int = 300
+    #: ... epochs of its sequence labeller
+    td_epochs: int = 15
     #: the seed every lecture starts from
     seed: int = 0
     #: "standard" (the profile's own budgets) or a key of :data:`SIZES` that capped them
@@ -162,6 +172,10 @@ PROFILES: dict[str, Profile] = {
         copy_budgets=(100, 500, 1_000, 5_000, 20_000),
         membership_points=5_000,
         application_epochs=20,
+        federated_clients=100,
+        federated_rounds=100,
+        td_series=4_000,
+        td_epochs=40,
     ),
 }
 
@@ -188,6 +202,10 @@ SIZES: dict[str, dict[str, int]] = {
         "explain_steps": 50,
         "membership_points": 100,
         "application_epochs": 3,
+        "federated_clients": 10,
+        "federated_rounds": 3,
+        "td_series": 60,
+        "td_epochs": 2,
     },
 }
 
