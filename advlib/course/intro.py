@@ -146,8 +146,10 @@ PARTS = (
          "group-sparse StrAttack", "advlib.applications", (50,)),
     Part(6, "Watermarks, extraction and privacy", "watermarks in input gradients, model extraction, membership "
          "inference", "advlib.applications", (51,)),
-    Part(6, "Federated backdoors", "backdoors in federated learning, temporal-dependency detection",
-         "advlib.applications.federated"),
+    Part(6, "Adversarial sequences", "targeted attacks on a sequence labeller, temporal-dependency detection and "
+         "its adaptive attack", "advlib.applications.temporal", (52,)),
+    Part(6, "Federated backdoors", "federated averaging, robust aggregation (Krum, Multi-Krum, Bulyan, trimmed "
+         "mean), centralised and distributed backdoor attacks", "advlib.applications.federated", (53,)),
 )
 
 #: Where the lectures live in a checkout of the course (absent in an installed package).
