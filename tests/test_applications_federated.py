@@ -527,3 +527,23 @@ def test_dba_backdoors_fedavg(train28, test28):
     assert h["clean"][-1] > 0.7 and honest["clean"][-1] > 0.7
     assert h["asr"][-1] == pytest.approx(backdoor_metrics(attacked, test28, glob, 0)["asr"])
     assert max(backdoor_metrics(attacked, test28, t, 0)["asr"] for t in locs) < h["asr"][-1] - 0.2
+
+
+def test_dirichlet_split_leaves_the_global_generator_alone():
+    torch.manual_seed(123)
+    a = torch.rand(3)
+    torch.manual_seed(123)
+    split_clients(torch.arange(100) % 10, 5, alpha=0.5, seed=7)
+    assert torch.equal(torch.rand(3), a)
+
+
+def test_batch_norm_is_refused_with_a_clear_error():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 3))
+    clients = [Client(torch.rand(6, 1, 2, 2), torch.arange(6) % 3) for _ in range(3)]
+    with pytest.raises(ValueError, match="batch normalisation"):
+        train_federated(model, clients, rounds=1, progress=False)
+    # a malicious client's round itself no longer runs a one-image batch in train mode
+    trigger, _ = dba_triggers((1, 2, 2), parts=1, size=(1, 1), gap=0)
+    update = local_update(model, Client(torch.rand(6, 1, 2, 2), torch.arange(6) % 3, trigger=trigger), epochs=1,
+                          batch_size=3)
+    assert update.shape == flat_params(model).shape and torch.isfinite(update).all()

@@ -100,3 +100,16 @@ def test_applications_benchmark_runs():
     counts = read.split("queries")[1].split("same bits")[0].replace("(batched)", "").replace("(loop)", "").split("=")
     assert int(counts[0]) == int(counts[1]) > 0 and read.endswith("same bits True"), read
     assert any(ln.startswith("Copycat") and "agreement" in ln for ln in lines)
+
+
+def test_federated_sequences_benchmark_runs():
+    out = subprocess.run([sys.executable, "benchmarks/federated_sequences.py", "--quick"], capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    for name in ("Krum", "Trimmed mean", "Bulyan"):  # vectorised and looped: the same rule
+        row = next(ln for ln in lines if ln.startswith(name))
+        assert float(row.split("max |difference|")[1]) < 1e-5, row
+    row = next(ln for ln in lines if ln.startswith("Sequence PGD"))
+    batched, loop = (float(v.split()[0]) for v in row.split("reached")[1].split("vs"))
+    assert abs(batched - loop) < 0.1, row

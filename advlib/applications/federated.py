@@ -60,8 +60,9 @@ def split_clients(y: torch.Tensor, n_clients: int, *, alpha: float | None = None
     for c in y.unique():
         idx = (y == c).nonzero().flatten()
         idx = idx[torch.randperm(len(idx), generator=g)]
-        torch.manual_seed(int(torch.randint(2 ** 31, (1,), generator=g)))
-        cuts = (dirichlet.sample().cumsum(0) * len(idx)).round().long()[:-1]
+        with torch.random.fork_rng(devices=[]):  # seeded, and the global generator left as it was
+            torch.manual_seed(int(torch.randint(2 ** 31, (1,), generator=g)))
+            cuts = (dirichlet.sample().cumsum(0) * len(idx)).round().long()[:-1]
         for k, chunk in enumerate(torch.tensor_split(idx, cuts)):
             parts[k].append(chunk)
     return [torch.cat(p).sort().values for p in parts]
@@ -222,16 +223,17 @@ def local_update(model: nn.Module, client: Client, *, epochs: int = 2, lr: float
     """A client's round: SGD (momentum 0.9) on a copy of the global ``model`` for ``epochs`` over its
     shard — a malicious client stamps its trigger on a ``poison`` fraction of every batch and relabels
     those to its target — and returns ``boost * (w_local - w_global)``, flattened."""
-    local = copy.deepcopy(model).train()
+    local = copy.deepcopy(model).eval()
+    with torch.no_grad():  # the number of classes, for the target labels (in eval mode: batch norm allows one input)
+        n_classes = int(local(client.x[:1]).shape[1]) if client.malicious else None
+    local.train()
     opt = torch.optim.SGD(local.parameters(), lr=lr, momentum=0.9)
     g = torch.Generator().manual_seed(seed)
     dev = client.x.device
-    n_classes = None
     for _ in range(epochs):
         for idx in torch.randperm(len(client.x), generator=g).split(batch_size):
             xb, yb = client.x[idx.to(dev)], client.y[idx.to(dev)]
             if client.malicious:
-                n_classes = n_classes or int(local(xb[:1]).shape[1])
                 k = int(round(client.poison * len(xb)))
                 xb, yb = xb.clone(), yb.clone()
                 xb[:k] = client.trigger.to(dev).apply(xb[:k])
@@ -244,10 +246,11 @@ def local_update(model: nn.Module, client: Client, *, epochs: int = 2, lr: float
     return client.boost * (flat_params(local) - flat_params(model))
 
 
-def train_federated(model: nn.Module, clients: list[Client], *, rounds: int, aggregator: str = "fedavg", f: int = 0,
-              per_round: int | None = None, attack_rounds=None, local_epochs: int = 2, lr: float = 0.05,
-              batch_size: int = 32, server_lr: float = 1.0, test=None, trigger: Trigger | None = None,
-              target: int | str = 0, seed: int = 0, progress: bool = True) -> dict[str, list]:
+def train_federated(model: nn.Module, clients: list[Client], *, rounds: int, aggregator: str = "fedavg",
+                    f: int = 0, per_round: int | None = None, attack_rounds=None, local_epochs: int = 2,
+                    lr: float = 0.05, batch_size: int = 32, server_lr: float = 1.0, test=None,
+                    trigger: Trigger | None = None, target: int | str = 0, seed: int = 0,
+                    progress: bool = True) -> dict[str, list]:
     """FedAvg-style training of ``model`` (changed in place) with ``clients`` for ``rounds`` rounds.
 
     Each round ``per_round`` clients (default all) are drawn at random (seeded), always including the
@@ -257,6 +260,10 @@ def train_federated(model: nn.Module, clients: list[Client], *, rounds: int, agg
     FedAvg weighted by shard size. After every round, with ``test`` given: clean accuracy, and with
     ``trigger`` the attack success rate of that (global) trigger for ``target``. Returns the history
     ``{"round", "clean", "asr", "malicious"}`` (``malicious``: how many attackers took part)."""
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise ValueError("train_federated: the model has batch normalisation, whose running statistics are buffers, "
+                         "not parameters, and would not be aggregated; use a model without it (e.g. advlib.models "
+                         "'mlp' or 'cnn' without batch norm)")
     if aggregator not in AGGREGATORS:
         raise ValueError(f"train_federated: aggregator must be one of {sorted(AGGREGATORS)}, got {aggregator!r}")
     rounds = check_count(rounds, "train_federated", "rounds", 1)

@@ -103,7 +103,7 @@ def sequence_pgd(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, eps
     of the target labels ``target`` (``N x L``) over ``||delta||_inf <= eps``, inputs kept in [0, 1], with
     signed steps ``alpha`` (default ``2.5 eps / steps``) from a random start. ``prefixes``: lengths ``k`` at
     which the truncated series ``x'_{1:k}`` must also carry ``target_{1:k}`` (the adaptive attack against
-    TD detection; its loss is the mean over the whole series and every prefix)."""
+    TD detection; its loss is the sum of the whole series' and every prefix's mean cross-entropy)."""
     check_batch(x, "sequence_pgd")
     require_eval(model, "sequence_pgd")
     eps = check_budget(eps, "sequence_pgd", positive=True)
