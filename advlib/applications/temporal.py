@@ -4,9 +4,11 @@
 A sequence model that labels every step of a series (a speech recogniser's transcription; here a
 bidirectional tagger on a generated series task, since no audio data ships offline) reads each step
 in the context of the whole series. On a natural series, the labels it gives the first ``k`` steps
-alone agree with the first ``k`` labels it gives the whole series. An adversarial perturbation
-optimised for the whole series relies on that context — the hidden "command" is spread over the
-whole input — and cutting the series breaks it. TD's score is the disagreement
+alone agree with the first ``k`` labels it gives the whole series. The paper's premise is that an
+adversarial perturbation optimised for the whole series relies on that context — the hidden
+"command" is spread over the whole input — so that cutting the series breaks it; how well that holds
+depends on how far the model's labels depend on distant context (lecture 52 measures both on its
+tagger). TD's score is the disagreement
 
     TD(x; k) = 1 - (1/k) sum_{t < k} [ label_t(x_{1:k}) == label_t(x_{1:L}) ],
 
