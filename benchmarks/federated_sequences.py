@@ -27,13 +27,15 @@ from advlib.course.federated import reference_krum, reference_trimmed_mean
 
 
 def interleaved(fns: dict, repeats: int) -> dict:
-    """Median seconds of each function, the functions run in turn in every round; and its last result."""
+    """Median seconds of each function over ``repeats`` rounds after one warm-up round, the functions run
+    in turn in every round; and its last result."""
     times, results = {k: [] for k in fns}, {}
-    for _ in range(repeats):
+    for rnd in range(repeats + 1):
         for k, fn in fns.items():
             t = time.perf_counter()
             results[k] = fn()
-            times[k].append(time.perf_counter() - t)
+            if rnd:
+                times[k].append(time.perf_counter() - t)
     return {k: (statistics.median(v), results[k]) for k, v in times.items()}
 
 

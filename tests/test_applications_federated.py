@@ -41,14 +41,7 @@ from advlib.models import mlp
 SHAPE28 = (1, 28, 28)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread for this module (restored after): on a shared 2-core machine a second
-    thread that is descheduled makes every small op wait (measured: a 10x to 16x slowdown)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

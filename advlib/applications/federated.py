@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from ..backdoor import Trigger, backdoor_metrics, target_labels
 from ..threat import check_count
+from ..train import accuracy
 
 __all__ = ["split_clients", "fedavg", "krum_scores", "krum", "multi_krum", "bulyan", "trimmed_mean", "median",
            "AGGREGATORS", "Client", "dba_triggers", "local_update", "train_federated", "flat_params", "set_params"]
@@ -289,10 +290,7 @@ def train_federated(model: nn.Module, clients: list[Client], *, rounds: int, agg
         history["malicious"].append(len(chosen) - len(honest))
         if test is not None:
             m = backdoor_metrics(model, test, trigger, target) if trigger is not None else None
-            xt, yt = test[:]
-            with torch.no_grad():
-                acc = float((model(xt).argmax(1).cpu() == yt.cpu()).float().mean()) if m is None else m["clean"]
-            history["clean"].append(acc)
+            history["clean"].append(m["clean"] if m is not None else accuracy(model, test))
             history["asr"].append(m["asr"] if m is not None else float("nan"))
     model.eval()
     return history
