@@ -8,13 +8,26 @@ One calling convention, that of the attacks with the radius by keyword::
     advlib.verify.certified_radius(model, x, y, norm="l2")         # per input, by bisection
 
 ``bounds.py`` is the engine (IBP, Fast-Lin, CROWN; convolutions as convolutions, CNN-Cert),
+``alpha.py`` optimises CROWN's relaxation (α-CROWN, ``method="alpha-crown"``),
 ``certify.py`` turns bounds into certified radii and accuracy, ``semantic.py`` certifies rotations
 (Semantify-NN style), ``clever.py`` estimates robustness from extreme value theory, ``smoothing.py``
 certifies a smoothed classifier, ``exact.py`` solves tiny networks exactly (LP / MILP) as the
 oracle the engine is tested against. Inputs are checked by :mod:`advlib.threat`. The result types:
 :class:`Bounds`, :class:`CleverResult`, :class:`SmoothedCertificate`, :class:`MILPResult`.
 """
-from .bounds import METHODS, Bounds, Node, bounds, margin_matrix, propagate, relaxation, trace
+from .alpha import alpha_crown
+from .bounds import (
+                        ALL_METHODS,
+                        METHODS,
+                        Bounds,
+                        Node,
+                        bounds,
+                        initial_alpha,
+                        margin_matrix,
+                        propagate,
+                        relaxation,
+                        trace,
+)
 from .certify import RADIUS_BRACKET, certified_accuracy, certified_radius, certify, ibp_loss
 from .clever import CleverResult, clever
 from .exact import MILPResult
@@ -28,7 +41,8 @@ from .smoothing import (
                         gaussian_augment,
 )
 
-__all__ = ["METHODS", "Bounds", "Node", "bounds", "margin_matrix", "propagate", "relaxation", "trace",
+__all__ = ["METHODS", "ALL_METHODS", "Bounds", "Node", "bounds", "margin_matrix", "propagate", "relaxation", "trace",
+           "alpha_crown", "initial_alpha",
            "certify", "certified_radius", "certified_accuracy", "ibp_loss", "RADIUS_BRACKET", "clever",
            "CleverResult", "Smoothed", "SmoothedCertificate", "ABSTAIN", "certified_accuracy_curve",
            "clopper_pearson_lower", "gaussian_augment", "MILPResult", "rotate", "rotation_box", "certify_rotation",

@@ -37,10 +37,12 @@ from torch import nn
 from ..models import Normalize, ResidualBlock
 from ..threat import check_batch, check_budget, check_labels, check_model_input, chunks, dual_norm, parse_norm
 
-__all__ = ["METHODS", "Node", "trace", "propagate", "bounds", "margin_matrix", "Bounds"]
+__all__ = ["METHODS", "ALL_METHODS", "Node", "initial_alpha", "trace", "propagate", "bounds", "margin_matrix", "Bounds"]
 
-#: the bound-propagation methods, loosest first: interval, Fast-Lin's and CROWN's linear bounds
+#: the one-pass bound-propagation methods, loosest first: interval, Fast-Lin's and CROWN's linear bounds
 METHODS = ("ibp", "fastlin", "crown")
+#: every ``method`` the engine takes: those and α-CROWN (CROWN optimised, :mod:`advlib.verify.alpha`)
+ALL_METHODS = (*METHODS, "alpha-crown")
 _AFFINE = (nn.Linear, nn.Conv2d, Normalize, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
            nn.Flatten, nn.Identity, nn.Dropout)
 _ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.Sigmoid)
@@ -219,10 +221,15 @@ def _tangent_through(f, df, point, lo, hi, upper: bool, steps: int = 30):
     return hi if upper else lo
 
 
-def relaxation(op: nn.Module, l: torch.Tensor, u: torch.Tensor, method: str):
+def relaxation(op: nn.Module, l: torch.Tensor, u: torch.Tensor, method: str, alpha=None):
     """Linear lower and upper bounds ``a_lo z + b_lo <= act(z) <= a_up z + b_up`` on ``[l, u]``.
 
-    Returns ``(a_lo, b_lo, a_up, b_up)``, element-wise like ``l``.
+    Returns ``(a_lo, b_lo, a_up, b_up)``, element-wise like ``l``. ``alpha`` makes the free choices of
+    the relaxation explicit (α-CROWN, Xu et al. 2021, eq. 4; values in [0, 1], broadcast with ``l``):
+    for a ReLU the slope of the lower line of an unstable neuron (CROWN picks 0 or 1); for tanh /
+    sigmoid a pair ``(t_lo, t_up)``, the position of the tangent point of each line within the range
+    where a tangent is sound (CROWN picks the middle, or the end nearest 0 across 0). Every choice gives
+    sound lines: :func:`initial_alpha` returns CROWN's.
     """
     if isinstance(op, nn.ReLU):
         unstable = (l < 0) & (u > 0)
@@ -230,35 +237,51 @@ def relaxation(op: nn.Module, l: torch.Tensor, u: torch.Tensor, method: str):
         b_up = torch.where(unstable, -slope * l, torch.zeros_like(l))
         if method == "fastlin":  # Weng et al. 2018: a parallel lower line through the origin
             a_lo = slope
+        elif alpha is not None:  # any slope in [0, 1] is a sound lower line of an unstable ReLU
+            a_lo = torch.where(unstable, alpha, slope)
         else:  # Zhang et al. 2018: the lower line (slope 0 or 1) with the smaller area
             a_lo = torch.where(unstable, (u > -l).to(l.dtype), slope)
-        return a_lo, torch.zeros_like(l), slope, b_up
+        return a_lo, torch.zeros_like(b_up), slope, b_up
     if method == "fastlin":
         raise ValueError("Fast-Lin is defined for ReLU networks; use method='crown' for tanh / sigmoid")
     f, df = _fd(op)
+    l, u = torch.broadcast_tensors(l, u) if alpha is None else torch.broadcast_tensors(l, u, alpha[0])[:2]
     fl, fu = f(l), f(u)
     width = u - l
     narrow = width < 1e-6
     k = (fu - fl) / width.clamp(min=1e-6)  # the secant's slope
-    mid = (l + u) / 2
-    tangent = df(mid), f(mid) - df(mid) * mid
     secant = k, fl - k * l
-    # Upper line: tangent where f is concave (l >= 0), secant where convex (u <= 0); across 0 the
-    # secant if it stays above f (f'(u) >= k), else the tangent through (l, f(l)) at some d in [0, u].
-    d_up = _tangent_through(f, df, l, torch.zeros_like(l), u.clamp(min=0), upper=True)
-    through_l = df(d_up), fl - df(d_up) * l
     cross = (l < 0) & (u > 0)
-    a_up = torch.where(l >= 0, tangent[0], torch.where(cross & (df(u) < k), through_l[0], secant[0]))
-    b_up = torch.where(l >= 0, tangent[1], torch.where(cross & (df(u) < k), through_l[1], secant[1]))
-    # Lower line: the mirror image.
+    # Upper line: a tangent where f is concave (l >= 0: at any d in [l, u]), the secant where convex
+    # (u <= 0); across 0 the secant if it stays above f (f'(u) >= k), else a tangent at d in [d_up, u],
+    # where d_up's tangent passes through (l, f(l)) (a tangent further right passes above it).
+    d_up = _tangent_through(f, df, l, torch.zeros_like(l), u.clamp(min=0), upper=True)
+    t_lo, t_up = initial_alpha(op, l, u) if alpha is None else alpha
+    start = torch.where(l >= 0, l, d_up)
+    d = start + t_up * (u - start)
+    tangent_up = df(d), f(d) - df(d) * d
+    use = (l >= 0) | (cross & (df(u) < k))
+    a_up, b_up = torch.where(use, tangent_up[0], secant[0]), torch.where(use, tangent_up[1], secant[1])
+    # Lower line: the mirror image, tangent points d in [l, u] (u <= 0) or [l, d_lo] across 0.
     d_lo = _tangent_through(f, df, u, l.clamp(max=0), torch.zeros_like(u), upper=False)
-    through_u = df(d_lo), fu - df(d_lo) * u
-    a_lo = torch.where(u <= 0, tangent[0], torch.where(cross & (df(l) < k), through_u[0], secant[0]))
-    b_lo = torch.where(u <= 0, tangent[1], torch.where(cross & (df(l) < k), through_u[1], secant[1]))
+    end = torch.where(u <= 0, u, d_lo)
+    d = end - t_lo * (end - l)
+    tangent_lo = df(d), f(d) - df(d) * d
+    use = (u <= 0) | (cross & (df(l) < k))
+    a_lo, b_lo = torch.where(use, tangent_lo[0], secant[0]), torch.where(use, tangent_lo[1], secant[1])
     # On a (nearly) empty interval use the constants f(l) <= f(z) <= f(u) (f is increasing).
     zero = torch.zeros_like(l)
     return (torch.where(narrow, zero, a_lo), torch.where(narrow, fl, b_lo),
             torch.where(narrow, zero, a_up), torch.where(narrow, fu, b_up))
+
+
+def initial_alpha(op: nn.Module, l: torch.Tensor, u: torch.Tensor):
+    """CROWN's choices as the ``alpha`` of :func:`relaxation` (the start of α-CROWN): for a ReLU the
+    lower slope 1 where ``u > -l`` else 0; for tanh / sigmoid ``(t_lo, t_up)``: the middle of ``[l, u]``
+    on a convex or concave piece (0.5), the tangent through the far end across 0 (0)."""
+    if isinstance(op, nn.ReLU):
+        return (u > -l).to(l.dtype)
+    return torch.where(u <= 0, 0.5, 0.0).to(l.dtype), torch.where(l >= 0, 0.5, 0.0).to(l.dtype)
 
 
 # ------------------------------------------------------------------------------------------- concretisation
@@ -307,29 +330,50 @@ class Bounds:
 
 
 def _dot(A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``sum_i A[n, m, i] b[n, i]`` over the node's entries: N x M."""
+    """``sum_i A[n, m, i] b[n, i]`` over the node's entries: N x M (``b`` may also hold one row per
+    row of ``A``, N x M x ...: α-CROWN's lines)."""
+    if b.dim() == A.dim() and b.shape[1] == 1:
+        b = b.squeeze(1)
+    if b.dim() == A.dim():
+        return (A * b).flatten(2).sum(2)
     return (A.flatten(2) @ b.flatten(1)[:, :, None]).squeeze(2)
 
 
-def _backward(nodes, k, A, pre_of, method, x0, eps, norm, x_min, x_max):
+def _lines(node, l, u, method, alpha):
+    """The relaxation of an activation node as lines that broadcast with the walk's coefficients
+    (N x M x ...): one set per input, or per row of the walk when ``alpha`` (N x M x ...) is given."""
+    if alpha is None:
+        return [t[:, None] for t in relaxation(node.op, l, u, method)]
+    return relaxation(node.op, l[:, None], u[:, None], method, alpha)
+
+
+def _backward(nodes, k, A, pre_of, method, x0, eps, norm, x_min, x_max, alpha=None, extra=None, upper=True):
     """Bounds of ``A . node_k`` by walking the linear bound back to the input (CROWN, Thm. 3.2).
 
     ``lam`` / ``omg`` are the coefficients of the lower / upper bound at each node still to visit,
     ``beta`` / ``gamma`` their accumulated constants; activations are replaced by their relaxation,
     positive coefficients taking the lower line for a lower bound and the upper line for an upper one.
+    Options of α-CROWN and branch and bound: ``alpha`` maps an activation node to the ``alpha`` of
+    :func:`relaxation` for the lower and for the upper walk (a pair, each N x M x ...); ``extra`` maps a
+    node to coefficients added to the lower walk's when it reaches that node (β-CROWN's split terms);
+    ``upper=False`` walks the lower bound only (``upper`` is then None).
     """
+    alpha, extra = alpha or {}, extra or {}
     lam, omg = {k: A}, {k: A}  # the same tensor until the first activation: walked back once
     beta = gamma = A.new_zeros(A.shape[:2])
 
     def give(j, a, b):
         same = j not in lam and a is b
         lam[j] = lam[j] + a if j in lam else a
-        omg[j] = lam[j] if same else (omg[j] + b if j in omg else b)
+        if upper:
+            omg[j] = lam[j] if same else (omg[j] + b if j in omg else b)
 
     for i in range(k, 0, -1):
         if i not in lam:
             continue
-        L, U = lam.pop(i), omg.pop(i)
+        L, U = lam.pop(i), omg.pop(i, None)
+        if i in extra:
+            L = L + extra[i]
         node = nodes[i]
         if node.op == "add":
             for j in node.inputs:
@@ -337,23 +381,30 @@ def _backward(nodes, k, A, pre_of, method, x0, eps, norm, x_min, x_max):
             continue
         j = node.inputs[0]
         if isinstance(node.op, _ACTIVATIONS):
-            a_lo, b_lo, a_up, b_up = relaxation(node.op, *pre_of[j], method)
+            a = alpha.get(i, (None, None))
+            a_lo, b_lo, a_up, b_up = _lines(node, *pre_of[j], method, a[0])
             # a positive coefficient takes the lower line for the lower bound, a negative one the upper
             # line: L a_lo on L >= 0, L a_up on L < 0, written as L a_up + L+ (a_lo - a_up) (fewer passes)
-            Lp, Up = L.clamp(min=0), U.clamp(min=0)
+            Lp = L.clamp(min=0)
             beta = beta + _dot(L, b_up) + _dot(Lp, b_lo - b_up)
-            gamma = gamma + _dot(U, b_lo) + _dot(Up, b_up - b_lo)
-            give(j, torch.addcmul(L * a_up[:, None], Lp, (a_lo - a_up)[:, None]),
-                 torch.addcmul(U * a_lo[:, None], Up, (a_up - a_lo)[:, None]))
+            L = torch.addcmul(L * a_up, Lp, a_lo - a_up)
+            if upper:
+                if a[1] is not a[0]:
+                    a_lo, b_lo, a_up, b_up = _lines(node, *pre_of[j], method, a[1])
+                Up = U.clamp(min=0)
+                gamma = gamma + _dot(U, b_lo) + _dot(Up, b_up - b_lo)
+                U = torch.addcmul(U * a_lo, Up, a_up - a_lo)
+            give(j, L, U)
         else:
             in_shape, shared = nodes[j].shape, L is U
             L, bl = _back_linear(node.op, L, in_shape, node.matrix)
-            U, bu = (L, bl) if shared else _back_linear(node.op, U, in_shape, node.matrix)
+            U, bu = (L, bl) if shared or not upper else _back_linear(node.op, U, in_shape, node.matrix)
             beta, gamma = beta + bl, gamma + bu
             give(j, L, U)
     lower = _concretise(lam[0], x0, eps, norm, x_min, x_max, upper=False) + beta
-    upper = _concretise(omg[0], x0, eps, norm, x_min, x_max, upper=True) + gamma
-    return lower, upper
+    if not upper:
+        return lower, None
+    return lower, _concretise(omg[0], x0, eps, norm, x_min, x_max, upper=True) + gamma
 
 
 def _interval(node: Node, box: list, x0, eps, norm, x_min, x_max):
@@ -371,26 +422,46 @@ def _interval(node: Node, box: list, x0, eps, norm, x_min, x_max):
     return c - r, c + r
 
 
-def _refine(nodes, j, box, pre_of, method, x0, eps, norm, x_min, x_max):
-    """Tighten the interval of node ``j`` (an activation's input) by a backward walk from it,
-    for the neurons the interval cannot settle (unstable ReLUs; every neuron of tanh / sigmoid)."""
-    l, u = box[j]
-    n = len(l)
+def _needy(nodes, j, l, u) -> torch.Tensor | None:
+    """The neurons of node ``j`` (an activation's input) whose interval ``[l, u]`` leaves the
+    activation's relaxation loose (unstable ReLUs; every neuron of tanh / sigmoid): ``N x m`` indices,
+    the needy ones first (samples with fewer get harmless extras), or None when there are none."""
     fl, fu = l.flatten(1), u.flatten(1)
     relu_only = all(isinstance(nd.op, nn.ReLU) for nd in nodes if nd.inputs == (j,))
     need = (fl < 0) & (fu > 0) if relu_only else (fu - fl) > 1e-9
     m = int(need.sum(1).max())
-    if m == 0:
-        return l, u
-    idx = need.to(fl.dtype).topk(m, dim=1).indices  # the needy neurons first (others: harmless extras)
-    A = fl.new_zeros(n, m, fl.shape[1]).scatter_(2, idx[:, :, None], 1.0).view(n, m, *nodes[j].shape)
-    lo, hi = _backward(nodes, j, A, pre_of, method, x0, eps, norm, x_min, x_max)
+    return need.to(fl.dtype).topk(m, dim=1).indices if m else None
+
+
+def _rows(idx: torch.Tensor, shape, like: torch.Tensor) -> torch.Tensor:
+    """The unit rows ``e_i`` (``N x m x shape``, dtype and device of ``like``) that a walk from a node
+    starts with for its neurons ``idx``."""
+    n, m = idx.shape
+    return like.new_zeros(n, m, math.prod(shape)).scatter_(2, idx[:, :, None], 1.0).view(n, m, *shape)
+
+
+def _tighten(l, u, idx, lo, hi):
+    """``[l, u]`` intersected with the walked bounds ``lo`` / ``hi`` of the neurons ``idx``."""
+    fl, fu = l.flatten(1), u.flatten(1)
     fl = fl.scatter(1, idx, torch.maximum(fl.gather(1, idx), lo))
     fu = fu.scatter(1, idx, torch.minimum(fu.gather(1, idx), hi))
     return fl.view_as(l), fu.view_as(u)
 
 
-def _propagate_chunk(nodes, x0, eps, norm, method, C, pre, x_min, x_max) -> Bounds:
+def _refine(nodes, j, box, pre_of, method, x0, eps, norm, x_min, x_max, rows=None):
+    """Tighten the interval of node ``j`` (an activation's input) by a backward walk from it,
+    for the neurons the interval cannot settle (:func:`_needy`); ``rows`` records them."""
+    l, u = box[j]
+    idx = _needy(nodes, j, l, u)
+    if rows is not None:
+        rows[j] = idx
+    if idx is None:
+        return l, u
+    A = _rows(idx, nodes[j].shape, l)
+    return _tighten(l, u, idx, *_backward(nodes, j, A, pre_of, method, x0, eps, norm, x_min, x_max))
+
+
+def _propagate_chunk(nodes, x0, eps, norm, method, C, pre, x_min, x_max, rows=None) -> Bounds:
     x_min, x_max = (torch.as_tensor(t, dtype=x0.dtype, device=x0.device).expand_as(x0) for t in (x_min, x_max))
     box: list = [None] * len(nodes)
     pre_of: dict[int, tuple] = {}
@@ -404,17 +475,25 @@ def _propagate_chunk(nodes, x0, eps, norm, method, C, pre, x_min, x_max) -> Boun
                     gl, gu = next(given)
                     box[j] = (gl, gu)
                 elif method != "ibp":
-                    box[j] = _refine(nodes, j, box, pre_of, method, x0, eps, norm, x_min, x_max)
+                    box[j] = _refine(nodes, j, box, pre_of, method, x0, eps, norm, x_min, x_max, rows)
                 pre_of[j] = box[j]
             pre_out.append(pre_of[j])
         box[i] = _interval(node, box, x0, eps, norm, x_min, x_max)
     last = len(nodes) - 1
     if method == "ibp":
         return Bounds(*_ibp_output(nodes, box, C), pre_out)
-    A = C if C is not None else torch.eye(nodes[last].numel, device=x0.device, dtype=x0.dtype).expand(
-        len(x0), -1, -1).reshape(len(x0), -1, *nodes[last].shape)
+    A = _output_rows(nodes, x0, C)
     lower, upper = _backward(nodes, last, A, pre_of, method, x0, eps, norm, x_min, x_max)
     return Bounds(lower, upper, pre_out)
+
+
+def _output_rows(nodes, x0, C):
+    """The rows the last walk starts with: ``C``, or the identity (the logits themselves)."""
+    if C is not None:
+        return C
+    last = nodes[-1]
+    return torch.eye(last.numel, device=x0.device, dtype=x0.dtype).expand(len(x0), -1, -1).reshape(
+        len(x0), -1, *last.shape)
 
 
 def _ibp_output(nodes, box, C):
@@ -461,8 +540,8 @@ def _checked(model, x, y, eps, norm, method, C, x_min, x_max, who: str):
     n = len(x)
     eps = check_budget(eps, who, n)
     norm = parse_norm(norm, who)
-    if method not in METHODS:
-        raise ValueError(f"{who}: method must be one of {METHODS}, got {method!r}")
+    if method not in ALL_METHODS:
+        raise ValueError(f"{who}: method must be one of {ALL_METHODS}, got {method!r}")
     classes = check_model_input(model, x, who)
     if y is not None:
         if C is not None:
@@ -476,19 +555,31 @@ def _checked(model, x, y, eps, norm, method, C, x_min, x_max, who: str):
     return eps, norm, C, classes
 
 
-def _run(nodes, x, eps, norm, method, C=None, pre=None, x_min=0.0, x_max=1.0) -> Bounds:
+def _run(nodes, x, eps, norm, method, C=None, pre=None, x_min=0.0, x_max=1.0, options=None,
+         certify=False) -> Bounds:
     """The engine on checked inputs, split into pieces of :data:`advlib.threat.MEMORY_BUDGET` floats:
-    a backward walk holds ``N x rows x widest`` coefficients (``rows`` the neurons walked back at once)."""
+    a backward walk holds ``N x rows x widest`` coefficients (``rows`` the neurons walked back at once).
+    α-CROWN (:mod:`advlib.verify.alpha`, with ``options`` for it) holds such a tensor of parameters per
+    walk and activation, with their gradients and Adam's two moments; ``certify`` says that only the
+    sign of the lower bounds will be read (α-CROWN then skips the inputs it cannot change)."""
     widest = max(nd.numel for nd in nodes)
     rows = max([nodes[nd.inputs[0]].numel for nd in nodes if isinstance(nd.op, _ACTIVATIONS)] + [nodes[-1].numel])
     per_input = 2 * sum(nd.numel for nd in nodes) if method == "ibp" else widest * rows
+    if method == "alpha-crown":
+        from .alpha import _alpha_chunk
+
+        per_input *= 8 * (1 + sum(isinstance(nd.op, _ACTIVATIONS) for nd in nodes))
     parts = []
     with torch.no_grad() if method != "ibp" else contextlib.nullcontext():  # IBP stays differentiable
         for sl in chunks(len(x), per_input):
-            part_pre = [(l[sl], u[sl]) for l, u in pre] if pre is not None else None
             lo, hi = (t[sl] if isinstance(t, torch.Tensor) and t.dim() else t for t in (x_min, x_max))
-            parts.append(_propagate_chunk(nodes, x[sl], eps[sl], norm, method, None if C is None else C[sl],
-                                          part_pre, lo, hi))
+            part_C = None if C is None else C[sl]
+            if method == "alpha-crown":
+                parts.append(_alpha_chunk(nodes, x[sl], eps[sl], norm, part_C, lo, hi, **(options or {}),
+                                          certify=certify))
+                continue
+            part_pre = [(l[sl], u[sl]) for l, u in pre] if pre is not None else None
+            parts.append(_propagate_chunk(nodes, x[sl], eps[sl], norm, method, part_C, part_pre, lo, hi))
     if len(parts) == 1:
         return parts[0]
     return Bounds(torch.cat([p.lower for p in parts]), torch.cat([p.upper for p in parts]),
@@ -504,14 +595,19 @@ def propagate(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, 
     Thm. 3.2), as :class:`Bounds`.
 
     ``x`` is a batch ``N x ...`` in the box, ``eps`` a number or one radius per input, ``norm`` one of
-    ``"linf"``, ``"l2"``, ``"l1"``, ``method`` one of :data:`METHODS`. With labels ``y`` (and no ``C``)
+    ``"linf"``, ``"l2"``, ``"l1"``, ``method`` one of :data:`ALL_METHODS` (``"alpha-crown"``:
+    :func:`advlib.verify.alpha_crown` with its defaults). With labels ``y`` (and no ``C``)
     the rows are the margins ``z_y - z_j``, ``j != y`` (:func:`margin_matrix`); with ``C`` (``N x M x K``)
     they are ``C f``; with neither, the logits themselves. ``x_min`` / ``x_max`` are numbers or
     tensors like ``x`` (a per-pixel box, e.g. from :func:`advlib.verify.rotation_box`). ``pre`` reuses
-    given intermediate bounds (a list like ``Bounds.pre``), ``nodes`` a given :func:`trace`. Large
-    batches are split into pieces of :data:`advlib.threat.MEMORY_BUDGET` floats.
+    given intermediate bounds (a list like ``Bounds.pre``; not with α-CROWN, which optimises them),
+    ``nodes`` a given :func:`trace`. Large batches are split into pieces of
+    :data:`advlib.threat.MEMORY_BUDGET` floats.
     """
     eps, norm, C, _ = _checked(model, x, y, eps, norm, method, C, x_min, x_max, "propagate")
+    if pre is not None and method == "alpha-crown":
+        raise ValueError("propagate: α-CROWN optimises the intermediate bounds itself; give pre=None, or use "
+                         "method='crown' with given bounds")
     nodes = nodes or trace(model, tuple(x.shape[1:]))
     return _run(nodes, x, eps, norm, method, C, pre, x_min, x_max)
 

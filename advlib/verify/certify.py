@@ -35,7 +35,7 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
     input of the ``norm`` ball of radius ``eps`` (a number or one per input) inside [0, 1]: every
     margin ``z_y - z_j`` has a positive lower bound (:attr:`Bounds.certified`)."""
     eps, norm, C = _margins(model, x, y, norm, method, "certify", eps)
-    return _run(trace(model, tuple(x.shape[1:])), x, eps, norm, method, C).certified
+    return _run(trace(model, tuple(x.shape[1:])), x, eps, norm, method, C, certify=True).certified
 
 
 def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, norm="linf",
@@ -54,7 +54,7 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None =
     nodes = trace(model, tuple(x.shape[1:]))
 
     def ok(eps: torch.Tensor) -> torch.Tensor:
-        return _run(nodes, x, eps, norm, method, C).certified
+        return _run(nodes, x, eps, norm, method, C, certify=True).certified
 
     correct = ok(torch.zeros(len(x), device=x.device, dtype=x.dtype))
     top = torch.full((len(x),), hi, device=x.device, dtype=x.dtype)
@@ -78,7 +78,7 @@ def certified_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, ep
     if y is None:
         raise ValueError("certified_accuracy: needs the true labels y (certify(...) certifies predictions)")
     eps, norm, C = _margins(model, x, y, norm, method, "certified_accuracy", eps)
-    return _run(trace(model, tuple(x.shape[1:])), x, eps, norm, method, C).certified.float().mean().item()
+    return _run(trace(model, tuple(x.shape[1:])), x, eps, norm, method, C, certify=True).certified.float().mean().item()
 
 
 def ibp_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps, kappa: float = 0.5,
