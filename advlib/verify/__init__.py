@@ -8,7 +8,8 @@ One calling convention, that of the attacks with the radius by keyword::
     advlib.verify.certified_radius(model, x, y, norm="l2")         # per input, by bisection
 
 ``bounds.py`` is the engine (IBP, Fast-Lin, CROWN; convolutions as convolutions, CNN-Cert),
-``alpha.py`` optimises CROWN's relaxation (α-CROWN, ``method="alpha-crown"``),
+``alpha.py`` optimises CROWN's relaxation (α-CROWN, ``method="alpha-crown"``), ``bab.py`` decides
+ReLU networks completely by branch and bound (β-CROWN style),
 ``certify.py`` turns bounds into certified radii and accuracy, ``semantic.py`` certifies rotations
 (Semantify-NN style), ``clever.py`` estimates robustness from extreme value theory, ``smoothing.py``
 certifies a smoothed classifier, ``exact.py`` solves tiny networks exactly (LP / MILP) as the
@@ -16,6 +17,7 @@ oracle the engine is tested against. Inputs are checked by :mod:`advlib.threat`.
 :class:`Bounds`, :class:`CleverResult`, :class:`SmoothedCertificate`, :class:`MILPResult`.
 """
 from .alpha import alpha_crown
+from .bab import BAB_STATUS, BaBResult, TreeNode, branch_and_bound
 from .bounds import (
                         ALL_METHODS,
                         METHODS,
@@ -42,7 +44,7 @@ from .smoothing import (
 )
 
 __all__ = ["METHODS", "ALL_METHODS", "Bounds", "Node", "bounds", "margin_matrix", "propagate", "relaxation", "trace",
-           "alpha_crown", "initial_alpha",
+           "alpha_crown", "initial_alpha", "branch_and_bound", "BaBResult", "TreeNode", "BAB_STATUS",
            "certify", "certified_radius", "certified_accuracy", "ibp_loss", "RADIUS_BRACKET", "clever",
            "CleverResult", "Smoothed", "SmoothedCertificate", "ABSTAIN", "certified_accuracy_curve",
            "clopper_pearson_lower", "gaussian_augment", "MILPResult", "rotate", "rotation_box", "certify_rotation",

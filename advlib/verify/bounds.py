@@ -347,7 +347,8 @@ def _lines(node, l, u, method, alpha):
     return relaxation(node.op, l[:, None], u[:, None], method, alpha)
 
 
-def _backward(nodes, k, A, pre_of, method, x0, eps, norm, x_min, x_max, alpha=None, extra=None, upper=True):
+def _backward(nodes, k, A, pre_of, method, x0, eps, norm, x_min, x_max, alpha=None, extra=None, upper=True,
+              record=None):
     """Bounds of ``A . node_k`` by walking the linear bound back to the input (CROWN, Thm. 3.2).
 
     ``lam`` / ``omg`` are the coefficients of the lower / upper bound at each node still to visit,
@@ -356,7 +357,8 @@ def _backward(nodes, k, A, pre_of, method, x0, eps, norm, x_min, x_max, alpha=No
     Options of α-CROWN and branch and bound: ``alpha`` maps an activation node to the ``alpha`` of
     :func:`relaxation` for the lower and for the upper walk (a pair, each N x M x ...); ``extra`` maps a
     node to coefficients added to the lower walk's when it reaches that node (β-CROWN's split terms);
-    ``upper=False`` walks the lower bound only (``upper`` is then None).
+    ``upper=False`` walks the lower bound only (``upper`` is then None); ``record`` (a dict) receives
+    the lower walk's coefficients at every activation's output and at the input (node 0).
     """
     alpha, extra = alpha or {}, extra or {}
     lam, omg = {k: A}, {k: A}  # the same tensor until the first activation: walked back once
@@ -381,6 +383,8 @@ def _backward(nodes, k, A, pre_of, method, x0, eps, norm, x_min, x_max, alpha=No
             continue
         j = node.inputs[0]
         if isinstance(node.op, _ACTIVATIONS):
+            if record is not None:
+                record[i] = L
             a = alpha.get(i, (None, None))
             a_lo, b_lo, a_up, b_up = _lines(node, *pre_of[j], method, a[0])
             # a positive coefficient takes the lower line for the lower bound, a negative one the upper
@@ -402,6 +406,8 @@ def _backward(nodes, k, A, pre_of, method, x0, eps, norm, x_min, x_max, alpha=No
             beta, gamma = beta + bl, gamma + bu
             give(j, L, U)
     lower = _concretise(lam[0], x0, eps, norm, x_min, x_max, upper=False) + beta
+    if record is not None:
+        record[0] = lam[0]
     if not upper:
         return lower, None
     return lower, _concretise(omg[0], x0, eps, norm, x_min, x_max, upper=True) + gamma
