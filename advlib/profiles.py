@@ -116,6 +116,8 @@ class Profile:
     td_series: int = 300
     #: ... epochs of its sequence labeller
     td_epochs: int = 15
+    #: Part 5, further: seconds of branch and bound per model in the complete-verification lecture
+    bab_seconds: int = 30
     #: the seed every lecture starts from
     seed: int = 0
     #: "standard" (the profile's own budgets) or a key of :data:`SIZES` that capped them
@@ -176,6 +178,7 @@ PROFILES: dict[str, Profile] = {
         federated_rounds=100,
         td_series=4_000,
         td_epochs=40,
+        bab_seconds=300,
     ),
 }
 
@@ -206,6 +209,7 @@ SIZES: dict[str, dict[str, int]] = {
         "federated_rounds": 3,
         "td_series": 60,
         "td_epochs": 2,
+        "bab_seconds": 5,
     },
 }
 

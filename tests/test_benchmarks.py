@@ -40,6 +40,8 @@ def test_verify_benchmark_runs():
     tightness = {(r[0], r[3]) for r in rows if r[0] in zoo and r[1].endswith("%")}
     radii = {(r[0], r[1]) for r in rows if r[0] in zoo and r[1] in methods and len(r) == 5}
     assert {(m, k) for m in zoo for k in methods} <= tightness & radii
+    complete = {r[0] for r in rows if r[0] in zoo and len(r) >= 12 and r[2].endswith("%") and r[4].endswith("%")}
+    assert complete == {"digits-mlp", "digits-mlp-pgd", "digits-mlp-ibp"} and "auto_LiRPA alpha" in out.stdout
     oracle = {(r[0], r[1]): r[-1] for r in rows if r[0] in ("tiny", "small")}
     for family in ("tiny", "small"):
         assert {(family, k) for k in ("LP(crown", "LP-all", "MILP")} <= oracle.keys()

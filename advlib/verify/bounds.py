@@ -37,7 +37,8 @@ from torch import nn
 from ..models import Normalize, ResidualBlock
 from ..threat import check_batch, check_budget, check_labels, check_model_input, chunks, dual_norm, parse_norm
 
-__all__ = ["METHODS", "ALL_METHODS", "Node", "initial_alpha", "trace", "propagate", "bounds", "margin_matrix", "Bounds"]
+__all__ = ["METHODS", "ALL_METHODS", "Node", "initial_alpha", "backward", "trace", "propagate", "bounds",
+           "margin_matrix", "Bounds"]
 
 #: the one-pass bound-propagation methods, loosest first: interval, Fast-Lin's and CROWN's linear bounds
 METHODS = ("ibp", "fastlin", "crown")
@@ -411,6 +412,10 @@ def _backward(nodes, k, A, pre_of, method, x0, eps, norm, x_min, x_max, alpha=No
     if not upper:
         return lower, None
     return lower, _concretise(omg[0], x0, eps, norm, x_min, x_max, upper=True) + gamma
+
+
+#: the backward walk under its public name, for lectures and exercises that bound one row by hand
+backward = _backward
 
 
 def _interval(node: Node, box: list, x0, eps, norm, x_min, x_max):
