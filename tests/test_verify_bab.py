@@ -80,3 +80,16 @@ def test_branch_and_bound_refuses_what_it_cannot_split(zoo_model, digits):
         V.branch_and_bound(zoo_model("digits-mlp"), x, eps=0.1)
     with pytest.raises(ValueError, match="max_domains"):
         V.branch_and_bound(zoo_model("digits-mlp"), x, digits[1][:2], eps=0.1, max_domains=0)
+
+
+def test_a_network_without_relus_is_decided_at_the_root():
+    """An affine network has nothing to split: the root's bound is exact and its minimiser a counterexample."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    x = torch.rand(12, 1, 2, 2)
+    y = model(x).argmax(1)
+    for eps in (0.02, 0.3):
+        r = V.branch_and_bound(model, x, y, eps=eps)
+        exact = milp_bounds(model, x, y, eps=eps).amin(1)
+        assert r.status == ["verified" if e > 0 else "falsified" for e in exact.tolist()]
+        assert (r.domains == 0).all()

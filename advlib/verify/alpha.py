@@ -121,6 +121,8 @@ def _alpha_chunk(nodes, x0, eps, norm, C, x_min, x_max, steps=ALPHA_STEPS, lr=AL
     starts = {j: (idx.shape[1], True) for j, idx in rows.items() if idx is not None} if intermediate else {}
     starts[last] = (A.shape[1], upper)
     params, leaves = _parameters(nodes, crown_pre, starts, len(x0))
+    if not leaves:  # no activation: CROWN's bound is exact already
+        return crown
     best_lo, best_hi = crown.lower, crown.upper
     best_pre = dict(crown_pre)
     opt = torch.optim.Adam(leaves, lr=lr)

@@ -110,7 +110,8 @@ def _bound(nodes, x0, eps, norm, x_min, x_max, c, pre, splits, steps, lr):
         alpha[i] = (initial_alpha(nd.op, l, u)[:, None].clone().requires_grad_(True), None)
         beta[nd.inputs[0]] = torch.zeros_like(l)[:, None].requires_grad_(True)
         leaves += [alpha[i][0], beta[nd.inputs[0]]]
-    opt = torch.optim.Adam(leaves, lr=lr)
+    opt = torch.optim.Adam(leaves, lr=lr) if leaves else None
+    steps = steps if leaves else 0
     best, record = None, {}
     for step in range(steps + 1):
         rec = {}
@@ -178,6 +179,8 @@ def _choose(nodes, x0, eps, norm, x_min, x_max, c, pre, splits, lam, candidates)
     worse child has the best CROWN bound."""
     scores = _scores(nodes, _split_pre(pre, splits), lam)
     keys = list(scores)
+    if not keys:  # no ReLU at all: the network is affine and every domain is as split as it gets
+        return [], torch.zeros(len(c), dtype=torch.long, device=c.device), torch.ones(len(c), dtype=torch.bool)
     flat = torch.cat([scores[j] for j in keys], 1)
     offsets = torch.tensor([0] + [scores[j].shape[1] for j in keys]).cumsum(0)
     k = min(candidates, flat.shape[1])
@@ -305,10 +308,22 @@ def branch_and_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None =
     row = torch.tensor([r[1] for r in roots], dtype=torch.long)
     splits = {j: torch.zeros(len(roots), nodes[j].numel, dtype=torch.int8, device=dev) for j in acts}
     with torch.no_grad():
-        lo, _, lam = bound(owner, row, splits, 0)  # the roots' coefficients, for their first split
+        lo, point, lam = bound(owner, row, splits, 0)  # the roots' coefficients, for their first split
+        value = (C[owner.to(dev), row.to(dev)] * model(point)).sum(1).cpu() if len(roots) else lo
+    for q in (value < 0).nonzero().squeeze(1).tolist():  # the bounds' own minimisers, checked by the model
+        i = int(owner[q])
+        if status[i] == "unknown":
+            status[i], counter[i] = "falsified", point[q]
     domains = dict(owner=owner, row=row, node=torch.tensor([r[2] for r in roots], dtype=torch.long),
                    lower=root.lower[owner.to(dev), row.to(dev)].cpu(),
                    **{f"split{j}": s for j, s in splits.items()}, **{f"lam{i}": v for i, v in lam.items()})
+
+    def prune(domains):
+        """The domains of the inputs still undecided and within budget."""
+        alive = [status[i] == "unknown" and not exhausted[i] for i in domains["owner"].tolist()]
+        return _take(domains, torch.tensor(alive, dtype=torch.bool))
+
+    domains = prune(domains)
     with torch.no_grad():
         while len(domains["owner"]) and (time_limit is None or time.perf_counter() - start < time_limit):
             order = domains["lower"].argsort()  # the lowest bounds first
@@ -321,6 +336,9 @@ def branch_and_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None =
                                           {i: d[f"lam{i}"] for i in lam}, candidates)
             exhausted[d["owner"][done.cpu()]] = True  # linear domains still below 0: left undecided
             go = (~done).nonzero().squeeze(1).cpu()
+            if not len(go):
+                domains = prune(rest)
+                continue
             kid = go.repeat_interleave(2)  # two children per split: active (+1), then inactive (-1)
             phase = torch.tensor([1, -1], dtype=torch.int8).repeat(len(go))
             k_splits = {j: d_splits[j][kid.to(dev)].clone() for j in acts}
@@ -347,9 +365,7 @@ def branch_and_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None =
                         **{f"split{j}": s for j, s in k_splits.items()}, **{f"lam{i}": v for i, v in k_lam.items()})
             domains = _join(rest, _take(kids, keep))
             exhausted |= counted >= max_domains  # out of budget: undecided
-            alive = torch.tensor([status[i] == "unknown" and not exhausted[i] for i in domains["owner"].tolist()],
-                                 dtype=torch.bool)
-            domains = _take(domains, alive)
+            domains = prune(domains)
     for i in set(range(n)) - set(domains["owner"].tolist()):
         if status[i] == "unknown" and not exhausted[i]:
             status[i] = "verified"
