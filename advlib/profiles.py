@@ -116,7 +116,9 @@ class Profile:
     td_series: int = 300
     #: ... epochs of its sequence labeller
     td_epochs: int = 15
-    #: Part 5, further: seconds of branch and bound per model in the complete-verification lecture
+    #: Part 5, further: test points of the complete-verification lecture (α-CROWN, branch and bound) ...
+    complete_points: int = 500
+    #: ... and seconds of branch and bound per model there
     bab_seconds: int = 30
     #: the seed every lecture starts from
     seed: int = 0
@@ -178,6 +180,7 @@ PROFILES: dict[str, Profile] = {
         federated_rounds=100,
         td_series=4_000,
         td_epochs=40,
+        complete_points=1_000,
         bab_seconds=300,
     ),
 }
@@ -209,6 +212,7 @@ SIZES: dict[str, dict[str, int]] = {
         "federated_rounds": 3,
         "td_series": 60,
         "td_epochs": 2,
+        "complete_points": 20,
         "bab_seconds": 5,
     },
 }

@@ -92,10 +92,10 @@ def _pass(nodes, x0, eps, norm, x_min, x_max, A, crown_pre, rows, params, upper)
 
 
 def _alpha_chunk(nodes, x0, eps, norm, C, x_min, x_max, steps=ALPHA_STEPS, lr=ALPHA_LR, intermediate=True,
-                 upper=True, certify=False) -> Bounds:
+                 upper=True, certify=False, stop=False) -> Bounds:
     """α-CROWN on one piece of the batch. ``certify``: only the lower bounds matter and only their sign
     (the rows are margins): inputs that CROWN certifies or whose clean margins are not all positive are
-    left at CROWN's bound, and the ascent stops once every input is certified."""
+    left at CROWN's bound, and the ascent stops once every input is certified (``stop``)."""
     x_min, x_max = (torch.as_tensor(t, dtype=x0.dtype, device=x0.device).expand_as(x0) for t in (x_min, x_max))
     rows: dict = {}
     with torch.no_grad():
@@ -109,7 +109,7 @@ def _alpha_chunk(nodes, x0, eps, norm, C, x_min, x_max, steps=ALPHA_STEPS, lr=AL
             return crown
         keep = todo.nonzero().squeeze(1)
         sub = _alpha_chunk(nodes, x0[keep], eps[keep], norm, C[keep], x_min[keep], x_max[keep], steps, lr,
-                           intermediate, upper=False)
+                           intermediate, upper=False, stop=True)
         lower = crown.lower.clone()
         lower[keep] = sub.lower
         pre = [(l.clone(), u.clone()) for l, u in crown.pre]
@@ -136,7 +136,7 @@ def _alpha_chunk(nodes, x0, eps, norm, C, x_min, x_max, steps=ALPHA_STEPS, lr=AL
                 best_hi = torch.minimum(best_hi, hi)
             best_pre = {j: (torch.maximum(best_pre[j][0], l), torch.minimum(best_pre[j][1], u))
                         for j, (l, u) in pre_of.items()}
-        if step == steps:
+        if step == steps or (stop and (best_lo > 0).all()):
             break
         opt.zero_grad(set_to_none=True)
         loss.backward()
