@@ -14,7 +14,7 @@ ReLU networks completely by branch and bound (β-CROWN style),
 (Semantify-NN style), ``clever.py`` estimates robustness from extreme value theory, ``smoothing.py``
 certifies a smoothed classifier, ``exact.py`` solves tiny networks exactly (LP / MILP) as the
 oracle the engine is tested against. Inputs are checked by :mod:`advlib.threat`. The result types:
-:class:`Bounds`, :class:`CleverResult`, :class:`SmoothedCertificate`, :class:`MILPResult`.
+:class:`Bounds`, :class:`BaBResult`, :class:`CleverResult`, :class:`SmoothedCertificate`, :class:`MILPResult`.
 """
 from .alpha import alpha_crown
 from .bab import BAB_STATUS, BaBResult, TreeNode, branch_and_bound
