@@ -5,7 +5,7 @@ the zoo, and on a one-hidden-layer network it reaches the triangle LP, its optim
 must move from CROWN's start at the ends of [0, 1], where a clamp would give them no gradient)."""
 import pytest
 import torch
-from test_verify_bounds import EPS, NETS, NORMS, _assert_sound, _randomise_bn
+from test_verify_bounds import EPS, NETS, NORMS, _assert_sound, _random_case
 from torch import nn
 
 from advlib import verify as V
@@ -34,11 +34,7 @@ def test_every_alpha_gives_lines_that_bound_the_activation():
 @pytest.mark.parametrize("name", list(NETS))
 @pytest.mark.parametrize("norm", NORMS)
 def test_alpha_crown_is_sound_and_never_looser_than_crown_on_random_networks(name, norm):
-    gen = torch.Generator().manual_seed(3)
-    model, shape = NETS[name]
-    _randomise_bn(model, gen)
-    x0 = torch.rand(3, *shape, generator=gen)
-    x0[0] = x0[0].round()
+    model, x0, gen = _random_case(name, 3)
     b = _assert_sound(model, x0, EPS[norm], norm, "alpha-crown", gen)
     crown = V.propagate(model, x0, eps=EPS[norm], norm=norm, method="crown")
     assert (b.lower >= crown.lower - 1e-5).all() and (b.upper <= crown.upper + 1e-5).all()

@@ -100,15 +100,22 @@ def _random_nets():
 NETS = _random_nets()
 
 
+def _random_case(name, seed):
+    """The random network ``name`` (batch norm statistics randomised) and three inputs of it, the first on
+    the corners of [0, 1], where the box clips the ball; and the generator, for further samples."""
+    gen = torch.Generator().manual_seed(seed)
+    model, shape = NETS[name]
+    _randomise_bn(model, gen)
+    x0 = torch.rand(3, *shape, generator=gen)
+    x0[0] = x0[0].round()
+    return model, x0, gen
+
+
 # ------------------------------------------------------------------------------------------ soundness
 @pytest.mark.parametrize("name", list(NETS))
 @pytest.mark.parametrize("norm", NORMS)
 def test_bounds_are_sound_on_random_networks_of_every_layer(name, norm):
-    gen = torch.Generator().manual_seed(1)
-    model, shape = NETS[name]
-    _randomise_bn(model, gen)
-    x0 = torch.rand(3, *shape, generator=gen)
-    x0[0] = x0[0].round()  # a point on the corners of [0, 1]: the box clips the ball
+    model, x0, gen = _random_case(name, 1)
     methods = ("ibp", "crown") if "tanh" in name or "sigmoid" in name or "bn" in name else V.METHODS
     for method in methods:
         b = _assert_sound(model, x0, EPS[norm], norm, method, gen)

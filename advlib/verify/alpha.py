@@ -41,10 +41,22 @@ from .bounds import (
     initial_alpha,
 )
 
-__all__ = ["alpha_crown", "ALPHA_STEPS", "ALPHA_LR"]
+__all__ = ["alpha_crown", "projected_step", "ALPHA_STEPS", "ALPHA_LR"]
 
 #: Adam steps and step size of :func:`alpha_crown` (``bounds(..., method="alpha-crown")``)
 ALPHA_STEPS, ALPHA_LR = 20, 0.5
+
+
+def projected_step(opt: torch.optim.Optimizer, loss: torch.Tensor, boxes) -> None:
+    """One step of projected gradient descent on ``loss`` with ``opt``, then each tensor of ``boxes``
+    (``(tensor, lo, hi)``, ``hi`` None for no upper end) put back into its interval in place, outside the
+    graph: its gradient is the true one at the ends too (a clamp inside the graph gives 0 there)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        for t, lo, hi in boxes:
+            t.clamp_(lo, hi)
 
 
 def _parameters(nodes, pre, starts, n):
@@ -138,12 +150,7 @@ def _alpha_chunk(nodes, x0, eps, norm, C, x_min, x_max, steps=ALPHA_STEPS, lr=AL
                         for j, (l, u) in pre_of.items()}
         if step == steps or (stop and (best_lo > 0).all()):
             break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            for t in leaves:
-                t.clamp_(0, 1)  # the projection onto [0, 1], outside the graph
+        projected_step(opt, loss, [(t, 0, 1) for t in leaves])
     return Bounds(best_lo.detach(), best_hi.detach(), [tuple(t.detach() for t in best_pre[nd.inputs[0]])
                                                        for nd in acts])
 

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from ..threat import check_count, clip_box, project
-from .alpha import _alpha_chunk, _clean_rows
+from .alpha import _alpha_chunk, _clean_rows, projected_step
 from .bounds import _ACTIVATIONS, _backward, _checked, initial_alpha, trace
 
 __all__ = ["branch_and_bound", "BaBResult", "TreeNode", "BAB_STATUS"]
@@ -128,14 +128,7 @@ def _bound(nodes, x0, eps, norm, x_min, x_max, c, pre, splits, steps, lr):
             record[k] = v if k not in record else torch.where(improved.view(-1, *[1] * (v.dim() - 1)), v, record[k])
         if step == steps:
             break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            for i in alpha:
-                alpha[i][0].clamp_(0, 1)
-            for b in beta.values():
-                b.clamp_(min=0)
+        projected_step(opt, loss, [(a, 0, 1) for a, _ in alpha.values()] + [(b, 0, None) for b in beta.values()])
     empty = torch.zeros_like(best, dtype=torch.bool)
     for l, u in pre_of.values():
         empty |= (l > u).flatten(1).any(1)
@@ -297,11 +290,15 @@ def branch_and_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None =
     counted = torch.zeros(n, dtype=torch.long)
     exhausted = torch.zeros(n, dtype=torch.bool)
 
+    def problem(owner, row):
+        """The inputs, radii, boxes, rows of C and root bounds of the domains of ``owner`` / ``row``."""
+        o = owner.to(dev)
+        return (x[o], eps[o], norm, x_min[o], x_max[o], C[o, row.to(dev)][:, None],
+                {j: (l[o], u[o]) for j, (l, u) in pre.items()})
+
     def bound(owner, row, splits, k_steps):
         """β-CROWN on the domains of ``owner`` / ``row`` with ``splits``: (lower, candidate point, λ)."""
-        o = owner.to(dev)
-        return _bound(nodes, x[o], eps[o], norm, x_min[o], x_max[o], C[o, row.to(dev)][:, None],
-                      {j: (l[o], u[o]) for j, (l, u) in pre.items()}, splits, k_steps, lr)
+        return _bound(nodes, *problem(owner, row), splits, k_steps, lr)
 
     # the open domains, one tensor per field with one entry per domain (see _take / _join)
     owner = torch.tensor([r[0] for r in roots], dtype=torch.long)
@@ -329,10 +326,7 @@ def branch_and_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None =
             order = domains["lower"].argsort()  # the lowest bounds first
             rest, d = _take(domains, order[batch:]), _take(domains, order[:batch])
             d_splits = {j: d[f"split{j}"] for j in acts}
-            o = d["owner"].to(dev)
-            d_pre = {j: (l[o], u[o]) for j, (l, u) in pre.items()}
-            c = C[o, d["row"].to(dev)][:, None]
-            layer, neuron, done = _choose(nodes, x[o], eps[o], norm, x_min[o], x_max[o], c, d_pre, d_splits,
+            layer, neuron, done = _choose(nodes, *problem(d["owner"], d["row"]), d_splits,
                                           {i: d[f"lam{i}"] for i in lam}, candidates)
             exhausted[d["owner"][done.cpu()]] = True  # linear domains still below 0: left undecided
             go = (~done).nonzero().squeeze(1).cpu()
@@ -374,9 +368,4 @@ def branch_and_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None =
         if status[i] == "verified":  # the leaves partition the ball: the smallest of their bounds holds
             proven[i] = min(t.lower for t in trees[i] if t.fate == "verified")
     return BaBResult(status, proven, counter, counted, trees, time.perf_counter() - start)
-
-
-def _act_index(nodes, j) -> int:
-    """The position (0, 1, ...) of the activation whose input is node ``j``."""
-    return [nd.inputs[0] for nd in nodes if isinstance(nd.op, _ACTIVATIONS)].index(j)
 
