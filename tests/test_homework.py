@@ -1,25 +1,18 @@
-"""The homework copy runs: every lecture's student edition (`python -m advlib.course strip`: solutions
-removed, checks kept, outputs cleared) executes top to bottom with its exercises unattempted, and
-each exercise check says "not attempted yet".
+"""The homework copies: `python -m advlib.course strip` writes every lecture's student edition
+(solutions removed, checks kept, outputs cleared), and `or_reference` lets an edition whose
+exercises are stubs run to its end.
 
-The student editions are written to a temporary folder (never next to the lectures, where nbval
-would collect them as notebooks of their own) and executed with the lectures' folder as working
-directory, like nbval runs the lectures, with a kernel from the current environment. They run in
-the normal `make test`: under `--dist loadfile` this file is one unit of work for one worker.
+That every student edition does run to its end, each exercise "not attempted", is tested by the
+grader on an untouched class (tests/test_grading.py), which executes them all.
 """
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-import ipykernel.kernelspec
 import jupytext
 import nbformat
 import pytest
-from jupyter_client import KernelManager
-from jupyter_client.kernelspec import KernelSpecManager
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
 
 from advlib.course import or_reference
 from advlib.course.__main__ import SOLUTION_TAG, main, strip, strip_all
@@ -122,48 +115,3 @@ def test_strip_does_not_overwrite_the_lecture(tmp_path):
     src.write_text(LECTURES[0].read_text())
     with pytest.raises(ValueError, match="overwrite"):
         strip(src, src)
-
-
-# --- the student editions run --------------------------------------------------------------------------
-
-class _CurrentEnv(KernelSpecManager):
-    """"python3" is this interpreter's ipykernel, whatever kernelspecs the user has installed."""
-
-    def get_kernel_spec(self, kernel_name):
-        if kernel_name == "python3":
-            return self.kernel_spec_class(resource_dir=ipykernel.kernelspec.RESOURCES,
-                                          **ipykernel.kernelspec.get_kernel_dict())
-        return super().get_kernel_spec(kernel_name)
-
-
-def _where(nb) -> str:
-    """The first cell that raised: its number among the code cells, the error and its traceback's end."""
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    for i, c in enumerate(code, 1):
-        for o in c.get("outputs", []):
-            if o.output_type == "error":
-                trace = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(o.get("traceback", [])))
-                tail = "\n".join(trace.splitlines()[-20:])
-                return f"code cell {i} of {len(code)} raised {o.ename}: {o.evalue}\n{tail}"
-    return "no cell output records the error"
-
-
-@pytest.mark.parametrize("lecture", LECTURES, ids=lambda p: p.stem)
-def test_student_edition_runs_to_the_end(lecture, tmp_path):
-    nb = nbformat.read(strip(lecture, tmp_path), as_version=4)
-    assert not any(SOLUTION_TAG in c.metadata.get("tags", []) for c in nb.cells)
-    km = KernelManager(kernel_name="python3", kernel_spec_manager=_CurrentEnv())
-    client = NotebookClient(nb, km=km, timeout=600, startup_timeout=120,
-                            resources={"metadata": {"path": str(lecture.parent)}})
-    try:
-        client.execute()
-        stopped = None
-    except CellExecutionError:
-        stopped = _where(nb)
-    if stopped:  # outside the except block: the kernel's traceback is in the message, not nbclient's
-        pytest.fail(f"{lecture.name}: the student edition stops: {stopped}", pytrace=False)
-    checks = [c for c in nb.cells if _is_check(c)]
-    assert checks, f"{lecture.name} has no exercise checks"
-    for c in checks:
-        printed = "".join(o.get("text", "") for o in c.outputs if o.output_type == "stream")
-        assert NOT_ATTEMPTED in printed, f"{lecture.name}: the check `{c.source.strip()}` printed {printed!r}"

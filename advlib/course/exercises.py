@@ -9,6 +9,10 @@ class ExerciseError(AssertionError):
     """An answer is wrong; the message says how and gives a hint."""
 
 
+class NotAttempted(ExerciseError):
+    """A strict check found the stub: the exercise is not attempted yet."""
+
+
 def attempt(check: Callable[[], None], *, title: str, strict: bool) -> None:
     """Run ``check``; print the verdict. A stub (``NotImplementedError``) is "not attempted yet"
     unless ``strict``; a wrong answer raises :class:`ExerciseError` with the check's hint."""
@@ -16,7 +20,7 @@ def attempt(check: Callable[[], None], *, title: str, strict: bool) -> None:
         check()
     except NotImplementedError:
         if strict:
-            raise ExerciseError(f"{title}: the answer is still a stub (it raises NotImplementedError)") from None
+            raise NotAttempted(f"{title}: the answer is still a stub (it raises NotImplementedError)") from None
         print(f"… {title}: not attempted yet. Fill in the cell above and run this check again "
               "(or open the solution below).")
         return
