@@ -9,7 +9,8 @@ repair), ``zo`` and ``blackbox`` (Part 2: zeroth-order optimisation and black-bo
 attacks), ``reprogram`` (Part 3: model reprogramming), ``defenses`` (Part 4: robust training,
 input transformations, the ensemble evaluation), ``verify`` (Part 5: certificates),
 ``applications`` (Part 6: contrastive explanations, watermarks, model extraction, membership
-inference), ``course`` (environment check, exercises, figures).
+inference), ``report`` (the holistic robustness report of the capstone), ``course`` (environment
+check, exercises and their grader, explorers, figures).
 """
 from . import (  # noqa: F401  (public subpackages)
     applications,
@@ -19,6 +20,7 @@ from . import (  # noqa: F401  (public subpackages)
     data,
     defenses,
     models,
+    report,
     reprogram,
     threat,
     train,
@@ -31,4 +33,5 @@ from .runtime import device, seed_everything
 
 __version__ = "0.1.0"
 __all__ = ["PROFILES", "Profile", "profile", "device", "seed_everything", "threat", "attacks", "backdoor", "blackbox",
-           "zo", "data", "defenses", "models", "train", "verify", "zoo", "reprogram", "applications", "__version__"]
+           "zo", "data", "defenses", "models", "train", "verify", "zoo", "reprogram", "applications", "report",
+           "__version__"]

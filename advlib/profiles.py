@@ -120,6 +120,11 @@ class Profile:
     complete_points: int = 500
     #: ... and seconds of branch and bound per model there
     bab_seconds: int = 30
+    #: the capstone (lecture 60): test points of each holistic robustness report
+    #: (:func:`advlib.report.robustness_report`)
+    report_points: int = 100
+    #: ... queries per point of its black-box attack
+    report_queries: int = 1_000
     #: the seed every lecture starts from
     seed: int = 0
     #: "standard" (the profile's own budgets) or a key of :data:`SIZES` that capped them
@@ -182,6 +187,8 @@ PROFILES: dict[str, Profile] = {
         td_epochs=40,
         complete_points=1_000,
         bab_seconds=300,
+        report_points=1_000,
+        report_queries=5_000,
     ),
 }
 
@@ -214,6 +221,8 @@ SIZES: dict[str, dict[str, int]] = {
         "td_epochs": 2,
         "complete_points": 20,
         "bab_seconds": 5,
+        "report_points": 20,
+        "report_queries": 100,
     },
 }
 

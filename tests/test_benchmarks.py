@@ -115,3 +115,10 @@ def test_federated_sequences_benchmark_runs():
     row = next(ln for ln in lines if ln.startswith("Sequence PGD"))
     batched, loop = (float(v.split()[0]) for v in row.split("reached")[1].split("vs"))
     assert abs(batched - loop) < 0.1, row
+
+
+def test_report_benchmark_runs_and_agrees():
+    out = subprocess.run([sys.executable, "benchmarks/report.py", "--quick"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [ln for ln in out.stdout.splitlines() if ln.startswith("digits")]
+    assert len(rows) == 2 and all(" True " in ln for ln in rows), out.stdout  # the report = the lecture-level calls
