@@ -1,18 +1,26 @@
 """The course book: TOC complete, builds with -W, and its HTML loads nothing from the network.
 
-The build test runs `book/build.py --execute off` (stored outputs only, so it takes seconds): it
-checks the configuration, the TOC, the vendoring of MathJax / require.js / widgets and the
-offline property; executing the lectures is the job of the nbval tests and of `make course`.
+The build test runs `book/build.py --execute force` at toy size (every lecture executed with small
+budgets, a few minutes): it checks the configuration, the TOC, the vendoring of MathJax /
+require.js / widgets and the offline property of the HTML; then headless Chromium, with the network
+cut (a network namespace of its own where `unshare` allows, and every request it makes logged),
+opens every page of the book and checks that math was typeset, every image loaded, the explorers'
+still figures are there and nothing was fetched from elsewhere; it takes screenshots of a few
+pages. The nbval tests run the lectures at their standard size.
 """
 from __future__ import annotations
 
+import html as html_lib
 import importlib.util
 import inspect
+import json
+import os
 import pkgutil
 import re
 import shutil
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -128,10 +136,12 @@ def test_offline_checker_flags_external_loads_only():
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """Build the book once, without executing, into a temporary folder."""
+    """Build the book once into a temporary folder, every lecture executed at toy size (the same
+    code, data and models as the standard run, small budgets): what a reader sees, figures included."""
     out = tmp_path_factory.mktemp("book")
-    proc = subprocess.run([sys.executable, str(BOOK / "build.py"), "--execute", "off",
-                           "--builddir", str(out)], capture_output=True, text=True, timeout=900)
+    env = dict(os.environ, ADVLIB_PROFILE="fast", ADVLIB_SIZE="toy")
+    proc = subprocess.run([sys.executable, str(BOOK / "build.py"), "--execute", "force",
+                           "--builddir", str(out)], capture_output=True, text=True, timeout=3600, env=env)
     return proc, out / "_build" / "html"
 
 
@@ -195,3 +205,160 @@ def test_full_profile_offline_fails_at_once_with_what_to_do(tmp_path):
     assert "python -m advlib.data fetch mnist" in message and str(tmp_path / "data") in message
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "_build").exists()  # nothing was built or executed
+
+
+# --- the built book in a browser, with no network --------------------------------------------------------
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--allow-file-access-from-files", "--disable-web-security"]
+EXPLORERS = ("EpsilonExplorer", "ZOExplorer", "CertifiedBallExplorer", "BigCheckGame")
+# What each page shows once its scripts ran: every MathJax element typeset, every <img> decoded, and
+# for each cell that displays an explorer, whether its output is the still figure.
+HARNESS = """<!DOCTYPE html><html><body><pre id="out">pending</pre><script>
+const pages = %s, found = {};
+function inspect(name, doc) {
+  const imgs = [...doc.querySelectorAll("img")];
+  const explorers = [...doc.querySelectorAll("div.cell")].filter(c => /%s/.test(
+    (c.querySelector(".cell_input") || {}).textContent || ""));
+  found[name] = {title: doc.title, math: doc.querySelectorAll(".math").length,
+    typeset: [...doc.querySelectorAll(".math")].filter(m => m.querySelector("mjx-container")).length,
+    images: imgs.length, broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src.slice(0, 80)),
+    figures: doc.querySelectorAll(".cell_output img, .cell_output svg").length,
+    explorers: explorers.length,
+    stills: explorers.filter(c => c.querySelector(".cell_output img")).length};
+}
+let left = pages.length;
+for (const name of pages) {
+  const f = document.createElement("iframe");
+  f.style.width = "1000px"; f.style.height = "800px"; f.src = name + ".html";
+  f.onload = () => setTimeout(() => {
+    try { inspect(name, f.contentDocument); } catch (e) { found[name] = {error: String(e)}; }
+    if (--left === 0) document.getElementById("out").textContent = "RESULT" + JSON.stringify(found);
+  }, 15000);
+  document.body.appendChild(f);
+}
+</script></body></html>"""
+
+
+def _chromium() -> str | None:
+    return next((shutil.which(b) for b in ("chromium", "chromium-browser") if shutil.which(b)), None)
+
+
+def _offline(cmd: list[str]) -> list[str]:
+    """``cmd`` in a network namespace of its own (only loopback) where this machine allows it."""
+    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True) if shutil.which("unshare") else None
+    return ["unshare", "-n", *cmd] if probe is not None and probe.returncode == 0 else cmd
+
+
+def _requests(netlog: Path) -> tuple[list[str], list[str]]:
+    """(every URL the browser requested, those whose request failed) from a ``--log-net-log`` file."""
+    text = netlog.read_text(errors="replace").rstrip().rstrip(",")
+    log = json.loads(text if text.endswith("}") else text + "]}")
+    urls, failed = {}, set()
+    for e in log.get("events", []):
+        p, src = e.get("params", {}), e.get("source", {}).get("id")
+        if "url" in p and src not in urls:
+            urls[src] = p["url"]
+        if p.get("net_error", 0) < 0 and p["net_error"] != -3:  # -3: aborted (e.g. a page left)
+            failed.add(src)
+    return sorted(set(urls.values())), sorted({urls[s] for s in failed if s in urls})
+
+
+def browse(browser: str, html: Path, tmp: Path):
+    """Open every page of the built book ``html`` in headless ``browser`` (through one harness page
+    of iframes), offline; screenshots of a few pages into ``tmp``. Returns (what each page shows,
+    (URLs requested, URLs that failed), screenshots)."""
+    pages = _toc_files()
+    harness = html / "_browser_check.html"
+    harness.write_text(HARNESS % (json.dumps(pages), "|".join(EXPLORERS)))
+    netlog = tmp / "net.json"
+    cmd = _offline([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}", f"--log-net-log={netlog}",
+                    "--virtual-time-budget=120000", "--dump-dom", harness.as_uri()])
+    run = subprocess.run(cmd, capture_output=True, timeout=900)
+    harness.unlink()
+    dom = run.stdout.decode(errors="replace")
+    out = re.search(r'<pre id="out">RESULT(.*?)</pre>', dom, re.S)
+    assert out, f"the pages did not finish loading: {dom[-500:]} {run.stderr[-800:]!r}"
+    found = json.loads(html_lib.unescape(out[1]))
+    shots = {}
+    for page in ("intro", "lectures/01_white_box_attacks", "lectures/60_holistic_report"):
+        shot = tmp / (page.replace("/", "_") + ".png")
+        subprocess.run(_offline([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}",
+                                 "--window-size=1200,1800", "--virtual-time-budget=20000", f"--screenshot={shot}",
+                                 (html / f"{page}.html").as_uri()]), capture_output=True, timeout=300)
+        shots[page] = shot
+    return found, _requests(netlog), shots
+
+
+@pytest.fixture(scope="module")
+def browsed(built, tmp_path_factory):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed (.ci/run installs it: apt-get install -y chromium)")
+    proc, html = built
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return (*browse(browser, html, tmp_path_factory.mktemp("browser")), html)
+
+
+def test_every_page_shows_its_math_and_figures_offline(browsed):
+    found, _, _, _ = browsed
+    assert set(found) == set(_toc_files())
+    for page, f in found.items():
+        assert "error" not in f, (page, f)
+        assert f["typeset"] == f["math"], f"{page}: {f['math'] - f['typeset']} formulas left as raw TeX"
+        assert not f["broken"], f"{page}: images that did not load: {f['broken']}"
+        if page.startswith("lectures/"):
+            assert f["figures"] > 0, f"{page} shows no figure: {f}"
+            if "$" in (BOOK / f"{page}.md").read_text():
+                assert f["math"] > 0, f"{page} shows no math: {f}"
+    assert found["intro"]["math"] > 0
+
+
+def test_the_explorers_show_their_still_figure(browsed):
+    found, _, _, _ = browsed
+    with_explorers = {p: f for p, f in found.items() if f.get("explorers")}
+    assert len(with_explorers) >= len(EXPLORERS), with_explorers
+    for page, f in with_explorers.items():
+        assert f["stills"] == f["explorers"], f"{page}: an explorer's cell shows no still figure: {f}"
+
+
+class _Loads(HTMLParser):
+    """The local files a page loads by itself: scripts, stylesheets, images, iframes."""
+
+    def __init__(self):
+        super().__init__()
+        self.paths = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        url = {"script": a.get("src"), "img": a.get("src"), "iframe": a.get("src"),
+               "link": a.get("href") if "stylesheet" in (a.get("rel") or "") else None}.get(tag)
+        if url and not re.match(r"^([a-z]+:|//|#)", url):
+            self.paths.append(url.split("#")[0].split("?")[0])
+
+
+def test_the_pages_fetch_nothing_from_elsewhere_and_miss_no_file(browsed):
+    _, (urls, failed), _, html = browsed
+    # Chromium itself pings its own services (time, updates, models) even with the flags above; a
+    # page's own request would name another host
+    own = ("google.com", "googleapis.com", "gstatic.com", "chrome://", "chrome-extension://", "about:", "data:",
+           "file://")
+    elsewhere = [u for u in urls if not any(u.startswith(o) or f"{o}/" in u.split("?")[0] for o in own)]
+    assert not elsewhere, f"requests to other hosts: {elsewhere[:10]}"
+    for page in _toc_files():
+        parser = _Loads()
+        parser.feed((html / f"{page}.html").read_text())
+        missing = [p for p in parser.paths if not ((html / page).parent / p).resolve().is_file()]
+        assert not missing, f"{page}.html loads files that are not in the book: {missing[:10]}"
+        assert parser.paths, page
+
+
+def test_screenshots_show_rendered_pages(browsed):
+    import matplotlib.image
+
+    _, _, shots, _ = browsed
+    for page, shot in shots.items():
+        assert shot.is_file() and shot.stat().st_size > 20_000, f"no screenshot of {page}"
+        img = matplotlib.image.imread(shot)
+        assert img.std() > 0.05, f"the screenshot of {page} is blank"

@@ -4,7 +4,9 @@ Exercise pattern used in every lecture: the learner fills a function in an exerc
 runs a check cell, which says "not attempted yet" for a stub that raises ``NotImplementedError``
 and otherwise tests the answer from first principles with a hint when it is wrong. A hidden
 solution cell follows and runs the same check with ``strict=True``, so CI proves every check
-passes on its solution. ``python -m advlib.course strip`` removes the solutions for homework.
+passes on its solution. ``python -m advlib.course strip`` removes the solutions for homework, and
+``python -m advlib.course grade`` grades what comes back (:mod:`advlib.course.grading`). The
+interactive explorers of lectures 0, 1, 10 and 40 are in :mod:`advlib.course.explorers`.
 """
 from __future__ import annotations
 
