@@ -212,11 +212,7 @@ def robustness_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps
     if not isinstance(model, nn.Module):
         raise ValueError(f"{who}: model must be a torch.nn.Module, got {type(model).__name__}")
     require_eval(model, who)
-    if isinstance(x, torch.Tensor) and x.is_floating_point() and ((x < 0) | (x > 1)).any():
-        raise ValueError(f"{who}: inputs must lie in the box [0, 1] (got values in [{x.min().item():.3g}, "
-                         f"{x.max().item():.3g}]): the report's threat model is a ball inside the image box; "
-                         "rescale the data (e.g. min-max) or report on an image model")
-    check_batch(x, who)
+    check_batch(x, who)  # in [0, 1]: the report's threat model is a ball inside the image box
     check_labels(y, len(x), None, who)
     norm = parse_norm(norm, who, ("linf", "l2"))
     eps = check_budget(eps, who, positive=True)

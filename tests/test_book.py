@@ -26,6 +26,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from browser import CHROMIUM_FLAGS, SKIP, chromium  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 
@@ -209,9 +212,8 @@ def test_full_profile_offline_fails_at_once_with_what_to_do(tmp_path):
 
 # --- the built book in a browser, with no network --------------------------------------------------------
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--allow-file-access-from-files", "--disable-web-security"]
+# the harness page reads its iframes (file:// pages) with these two
+BOOK_FLAGS = [*CHROMIUM_FLAGS, "--allow-file-access-from-files", "--disable-web-security"]
 EXPLORERS = ("EpsilonExplorer", "ZOExplorer", "CertifiedBallExplorer", "BigCheckGame")
 # What each page shows once its scripts ran: every MathJax element typeset, every <img> decoded, and
 # for each cell that displays an explorer, whether its output is the still figure.
@@ -239,10 +241,6 @@ for (const name of pages) {
   document.body.appendChild(f);
 }
 </script></body></html>"""
-
-
-def _chromium() -> str | None:
-    return next((shutil.which(b) for b in ("chromium", "chromium-browser") if shutil.which(b)), None)
 
 
 def _offline(cmd: list[str]) -> list[str]:
@@ -273,7 +271,7 @@ def browse(browser: str, html: Path, tmp: Path):
     harness = html / "_browser_check.html"
     harness.write_text(HARNESS % (json.dumps(pages), "|".join(EXPLORERS)))
     netlog = tmp / "net.json"
-    cmd = _offline([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}", f"--log-net-log={netlog}",
+    cmd = _offline([browser, *BOOK_FLAGS, f"--user-data-dir={tmp / 'profile'}", f"--log-net-log={netlog}",
                     "--virtual-time-budget=120000", "--dump-dom", harness.as_uri()])
     run = subprocess.run(cmd, capture_output=True, timeout=900)
     harness.unlink()
@@ -284,7 +282,7 @@ def browse(browser: str, html: Path, tmp: Path):
     shots = {}
     for page in ("intro", "lectures/01_white_box_attacks", "lectures/60_holistic_report"):
         shot = tmp / (page.replace("/", "_") + ".png")
-        subprocess.run(_offline([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}",
+        subprocess.run(_offline([browser, *BOOK_FLAGS, f"--user-data-dir={tmp / 'profile'}",
                                  "--window-size=1200,1800", "--virtual-time-budget=20000", f"--screenshot={shot}",
                                  (html / f"{page}.html").as_uri()]), capture_output=True, timeout=300)
         shots[page] = shot
@@ -293,9 +291,9 @@ def browse(browser: str, html: Path, tmp: Path):
 
 @pytest.fixture(scope="module")
 def browsed(built, tmp_path_factory):
-    browser = _chromium()
+    browser = chromium()
     if browser is None:
-        pytest.skip("chromium is not installed (.ci/run installs it: apt-get install -y chromium)")
+        pytest.skip(SKIP)
     proc, html = built
     assert proc.returncode == 0, proc.stderr[-4000:]
     return (*browse(browser, html, tmp_path_factory.mktemp("browser")), html)

@@ -177,13 +177,18 @@ def _statuses(r) -> dict:
     return {k: v["status"] for k, v in r["exercises"].items()}
 
 
+def _every_lecture(by, student, status):
+    """``student`` handed in every lecture; each ran without a problem, every exercise ``status``."""
+    for lecture in LECTURES:
+        r = by[student, lecture.stem]
+        assert r["status"] == "graded" and not r["problems"], (lecture.name, r["problems"])
+        assert set(_statuses(r).values()) == {status}, (lecture.name, r["exercises"])
+        assert len(r["exercises"]) == len(exercises(lecture))
+
+
 def test_the_answer_key_scores_100_percent_in_every_lecture(graded):
     by, out = graded
-    for lecture in LECTURES:
-        r = by["key", lecture.stem]
-        assert r["status"] == "graded" and not r["problems"], (lecture.name, r["problems"])
-        assert set(_statuses(r).values()) == {"correct"}, (lecture.name, r["exercises"])
-        assert len(r["exercises"]) == len(exercises(lecture))
+    _every_lecture(by, "key", "correct")
     rows = {row["student"]: row for row in csv.DictReader(open(out / "grades.csv"))}
     assert rows["key"]["percent"] == "100" and rows["key"]["problems"] == "0"
     assert int(rows["key"]["out of"]) == sum(len(exercises(p)) for p in LECTURES)
@@ -191,10 +196,7 @@ def test_the_answer_key_scores_100_percent_in_every_lecture(graded):
 
 def test_an_untouched_student_edition_runs_to_the_end_unattempted(graded):
     by, _ = graded
-    for lecture in LECTURES:
-        r = by["blank", lecture.stem]
-        assert r["status"] == "graded" and not r["problems"], (lecture.name, r["problems"])
-        assert set(_statuses(r).values()) == {"not attempted"}, (lecture.name, r["exercises"])
+    _every_lecture(by, "blank", "not attempted")
 
 
 def test_a_broken_exercise_fails_alone_and_its_message_gives_no_solution(graded):

@@ -26,12 +26,12 @@ from pathlib import Path
 import jupytext
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from browser import CHROMIUM_FLAGS, SKIP, chromium  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ROOT / "jupyter"
 LECTURE = "00_introduction"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
 
 def _overrides() -> dict:
     return json.loads((SETTINGS / "labconfig" / "default_setting_overrides.json").read_text())
@@ -203,14 +203,10 @@ class _Page(HTMLParser):
                 self.listed[-1] += data.strip()
 
 
-def _chromium() -> str | None:
-    return next((shutil.which(b) for b in ("chromium", "chromium-browser") if shutil.which(b)), None)
-
-
 def test_browser_shows_the_md_as_notebook_cells_without_popups(lab, tmp_path):
-    browser = _chromium()
+    browser = chromium()
     if browser is None:
-        pytest.skip("chromium is not installed (.ci/run installs it: apt-get install -y chromium)")
+        pytest.skip(SKIP)
     url = f"{lab.url}/lab/tree/lectures/{LECTURE}.md?token={lab.token}"
     cmd = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,900",
            "--virtual-time-budget=25000", "--dump-dom", url]

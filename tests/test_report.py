@@ -114,7 +114,7 @@ def test_runs_on_every_image_model_of_the_zoo(name, zoo_model, digits, digits28_
 def test_bad_input_is_refused_clearly(zoo_model, digits):
     x, y = digits
     m = zoo_model("digits-mlp")
-    with pytest.raises(ValueError, match=r"box \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"inputs must lie in \[0.0, 1.0\]"):
         robustness_report(m, x * 3 - 1, y, eps=0.1)
     with pytest.raises(ValueError, match="eps"):
         robustness_report(m, x, y, eps=0)

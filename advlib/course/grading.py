@@ -37,9 +37,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from .__main__ import SOLUTION_TAG
+
 __all__ = ["Exercise", "STATUSES", "exercises", "answer_key", "grade", "grade_here", "GUARD"]
 
-SOLUTION_TAG = "solution"
 CHECK = re.compile(r"\.check_\w+\(")
 HEADING = re.compile(r"^#+\s*Exercise\s+(\d+)\s*[—–:-]+\s*(.+?)\s*$", re.M)
 MARK = "@@advlib-grade@@"
@@ -257,10 +258,10 @@ def _find(cells, ex: Exercise, role: str) -> int | None:
     for i, c in enumerate(cells):
         if c.get("metadata", {}).get("advlib") == {"exercise": ex.number, "role": role}:
             return i
-    name = ex.function + "("
-    for i, c in enumerate(cells):
-        if c.cell_type == "code" and role == "check" and name in c.source and "strict=True" not in c.source:
-            return i
+    if role == "check":
+        for i, c in enumerate(cells):
+            if _is_check(c) and f".{ex.function}(" in c.source:
+                return i
     return None
 
 
